@@ -1,0 +1,1 @@
+"""Agents: the sim-trained pixel policy and pixel Q-networks (installed as ``rlcyclegan.agents``)."""

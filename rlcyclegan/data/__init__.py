@@ -1,0 +1,1 @@
+"""Rollout datasets: batches, storage, collection and loaders."""
