@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # Modules that add subcommands, in the order they appear in `--help`.
 COMMAND_MODULES = (
     "rlcyclegan.envs.commands",
+    "rlcyclegan.data.commands",
 )
 
 # Errors that mean "the input is wrong", reported as one line; anything else is a bug and keeps its traceback.

@@ -158,7 +158,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{where} must have {len(args)} entries, got {len(value)}")
-            items = [_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value))]
+            items = [_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))]
         else:
             item_hint = args[0] if args else Any
             items = [_convert(item_hint, v, f"{where}[{i}]") for i, v in enumerate(value)]

@@ -68,7 +68,7 @@ def test_sim_domain_has_stock_half_cheetah_dynamics_and_reward() -> None:
 def test_same_seed_same_frames_and_domains_differ() -> None:
     first = rollout_frames(make_env("sim", image_size=SIZE), seed=7, steps=5)
     second = rollout_frames(make_env("sim", image_size=SIZE), seed=7, steps=5)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
     real = rollout_frames(make_env("real", image_size=SIZE), seed=7, steps=5)
     assert np.abs(real[-1].astype(int) - first[-1].astype(int)).mean() > 20
