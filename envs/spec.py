@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-import numpy as np
 
+import numpy as np
 import yaml
 
 from rlcyclegan.config import ConfigError, from_dict, load_yaml, to_dict

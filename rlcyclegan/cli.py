@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "rlcyclegan.envs.commands",
     "rlcyclegan.data.commands",
+    "rlcyclegan.train_command",
 )
 
 # Errors that mean "the input is wrong", reported as one line; anything else is a bug and keeps its traceback.
