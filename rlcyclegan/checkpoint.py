@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rlcyclegan.agents.q_network import PixelQNetwork, save_q
+from rlcyclegan.fileio import fsync_path
 from rlcyclegan.networks import LATEST_FILE, TRANSLATOR_FILE, load_state_dict_checked
 
 CHECKPOINTS = "checkpoints"
@@ -92,7 +93,7 @@ def save_checkpoint(
     (tmp / TRANSLATOR_FILE).write_text(json.dumps(translator, indent=2))
     (tmp / INFO_FILE).write_text(json.dumps({"iteration": iteration, **info}, indent=2))
     for path in tmp.iterdir():
-        _fsync(path)
+        fsync_path(path)
     if final.exists():  # e.g. a resumed run re-saving an iteration: move the old one aside first
         stale = root / f".{final.name}.old-{os.getpid()}"
         os.replace(final, stale)
@@ -100,9 +101,9 @@ def save_checkpoint(
     os.replace(tmp, final)
     pointer_tmp = root / f".{LATEST_FILE}.tmp-{os.getpid()}"
     pointer_tmp.write_text(final.name + "\n")
-    _fsync(pointer_tmp)
+    fsync_path(pointer_tmp)
     os.replace(pointer_tmp, root / LATEST_FILE)
-    _fsync(root)
+    fsync_path(root)
     if keep:
         for old in sorted(root.glob("step_*"))[:-keep]:
             shutil.rmtree(old)
@@ -141,11 +142,3 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[prefix + key] = value
     return flat
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -105,6 +105,10 @@ class LossConfig:
     """RL-scene consistency weight; 0 (with ``lambda_rl=0``) gives a plain CycleGAN."""
     lambda_rl: float = 1.0
     """TD-loss weight for Q_sim (sim transitions) and Q_real (real transitions)."""
+    lambda_paired: float = 0.0
+    """Weight of ||F(y) - x_true(y)||_1 against the true sim rendering of y's state (pix2pix's L1 term, with
+    pix2pix's weight 100): the paired oracle, which sees ground truth no unpaired method has. Needs
+    ``data.paired_real``."""
     cycle_mode: Literal["full", "detached", "none"] = "full"
     """``detached``: F(G(x).detach()) and G(F(y).detach()), so a reconstruction never trains the first
     generator (helps simulated domains whose textures and link thickness must change); the RL-scene loss then
@@ -124,7 +128,7 @@ class LossConfig:
     def __post_init__(self) -> None:
         weights = {"lambda_gan": self.lambda_gan, "lambda_cycle": self.lambda_cycle,
                    "lambda_identity": self.lambda_identity, "lambda_rl_scene": self.lambda_rl_scene,
-                   "lambda_rl": self.lambda_rl}
+                   "lambda_rl": self.lambda_rl, "lambda_paired": self.lambda_paired}
         for name, value in weights.items():
             if value < 0:
                 raise ConfigError(f"loss.{name} must be >= 0, got {value}")
@@ -156,7 +160,7 @@ class LossConfig:
         """Raise ``ConfigError`` when a generator would receive no gradient (a no-op run, and a DDP hang)."""
         w = self.resolved()
         full = w.cycle_mode == "full" and w.lambda_cycle > 0
-        signal = w.lambda_gan > 0 or w.identity_on or w.lambda_rl_scene > 0
+        signal = w.lambda_gan > 0 or w.identity_on or w.lambda_rl_scene > 0 or w.lambda_paired > 0
         g_trained = signal or (w.cycle_on and (w.backward_cycle or (full and w.forward_cycle)))
         f_trained = signal or (w.cycle_on and (w.forward_cycle or (full and w.backward_cycle)))
         if not (g_trained and f_trained):
@@ -209,6 +213,9 @@ class DataConfig:
     """Stacks per domain per iteration (per process under DDP); the translator sees batch_size * frame_stack frames."""
     prefetch: int = 2
     """Batches sampled ahead in a background thread (0: sample on the training thread)."""
+    paired_real: Path | None = None
+    """The ``real`` dataset re-rendered in the ``sim`` look (same episodes and steps), for the paired oracle
+    only (``loss.lambda_paired``); ``rlcyclegan pipeline`` writes it from the hidden true states."""
 
     def __post_init__(self) -> None:
         if self.format == "rollouts" and (self.sim is None or self.real is None):
@@ -272,6 +279,8 @@ class TrainConfig:
         if self.log_every < 1 or self.checkpoint_every < 1 or self.image_every < 0 or self.keep_checkpoints < 0:
             raise ConfigError("log_every and checkpoint_every must be >= 1, image_every and keep_checkpoints >= 0")
         self.loss.check_generators_trained()
+        if self.loss.lambda_paired > 0 and (self.data.paired_real is None or self.data.format != "rollouts"):
+            raise ConfigError("loss.lambda_paired > 0 (the paired oracle) needs rollout data and data.paired_real")
 
 
 def architecture(config: TrainConfig) -> dict[str, Any]:

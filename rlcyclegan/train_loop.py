@@ -70,7 +70,7 @@ def build_sources(data: DataConfig) -> tuple[BatchSource, BatchSource]:
     Raises:
         ValueError: when a rollout dataset's frames are not ``data.image_size`` pixels.
     """
-    from rlcyclegan.data.loaders import ImageFolderDataset, RolloutDataset
+    from rlcyclegan.data.loaders import ImageFolderDataset, PairedSource, RolloutDataset
 
     if data.format == "image_folder":
         assert data.root is not None
@@ -83,6 +83,8 @@ def build_sources(data: DataConfig) -> tuple[BatchSource, BatchSource]:
             raise ValueError(f"data.{key} ({source.path}) has {source.image_size}x{source.image_size} frames but "
                              f"data.image_size is {data.image_size}; set data.image_size={source.image_size} "
                              f"or collect at --image-size {data.image_size}")
+    if data.paired_real is not None:
+        return sources[0], PairedSource(sources[1], RolloutDataset(data.paired_real, data.frame_stack))
     return sources
 
 

@@ -377,6 +377,11 @@ class RLCycleGANTrainer:
                 idt_f = identity_loss(x, t.idt_x.float())  # ||F(x) - x||_1
                 loss_G = loss_G + w.lambda_identity * w.lambda_cycle * (idt_g + idt_f)
                 values |= {"losses/identity_sim2real": idt_g, "losses/identity_real2sim": idt_f}
+            if w.lambda_paired > 0:  # the paired oracle: ||F(y) - x_true(y)||_1, pix2pix's L1 term
+                assert real.paired_obs is not None, "lambda_paired needs real batches with paired_obs"
+                paired = cycle_loss(self._frames(frames_to_float(real.paired_obs)), t.fake_x.float())
+                loss_G = loss_G + w.lambda_paired * paired
+                values["losses/paired_real2sim"] = paired
             if w.lambda_rl_scene > 0:
                 assert self.critics is not None and sim.action is not None and real.action is not None
                 q = self._scene_q(self.critics, x_s, y_s, t, sim.action, real.action, detach=False)

@@ -24,6 +24,8 @@ class TransitionBatch(NamedTuple):
     next_obs: torch.Tensor | None = None  # (B, 3k, H, W) uint8
     next_action: torch.Tensor | None = None  # (B, A) float32, the behaviour policy's next action (SARSA target)
     terminated: torch.Tensor | None = None  # (B,) float32, 1.0 where the episode ended without bootstrap
+    paired_obs: torch.Tensor | None = None  # (B, 3k, H, W) uint8, the same states in the other domain's look
+    """Ground truth that no unpaired method may see: only the paired oracle (``loss.lambda_paired``) reads it."""
 
     @property
     def has_transitions(self) -> bool:

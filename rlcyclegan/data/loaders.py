@@ -427,6 +427,40 @@ def _load_image(path: Path, size: int) -> np.ndarray:
     return pixels.transpose(2, 0, 1).copy()  # (3, H, W)
 
 
+class PairedSource:
+    """Real transitions together with the same states rendered in another look: the paired oracle's data.
+
+    ``paired`` must be ``real`` re-rendered (``rlcyclegan.data.paired``): the same collection settings (seed,
+    policy, noise), episodes and lengths, so one index names the same state in both.
+    """
+
+    def __init__(self, real: RolloutDataset, paired: RolloutDataset) -> None:
+        def settings(d: RolloutDataset) -> dict[str, Any]:
+            return {k: v for k, v in d.metadata["collection"].items() if k != "domain"}
+
+        same = (settings(real) == settings(paired) and np.array_equal(real.episode_ids, paired.episode_ids)
+                and np.array_equal(real.episode_lengths, paired.episode_lengths))
+        if not same:
+            raise ValueError(f"{paired.path} is not {real.path} re-rendered: collection settings, episodes or "
+                             "lengths differ")
+        self.real, self.paired = real, paired
+        self.image_size, self.frame_stack = real.image_size, real.frame_stack
+        self.domain_name, self.has_transitions = real.domain_name, real.has_transitions
+
+    @property
+    def domain_key(self) -> str:
+        return self.real.domain_key
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> TransitionBatch:
+        indices = self.real.sample_indices(batch_size, rng)
+        return self.real.get_batch(indices)._replace(paired_obs=self.paired.get_batch(indices).obs)
+
+    def shard(self, rank: int, world_size: int) -> PairedSource:
+        view = copy.copy(self)
+        view.real, view.paired = self.real.shard(rank, world_size), self.paired.shard(rank, world_size)
+        return view
+
+
 class UnpairedDataset(IterableDataset):
     """Batches from a sim and a real source, drawn independently: nothing pairs a sim frame with a real one.
 

@@ -38,6 +38,8 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
+from rlcyclegan.fileio import fsync_path
+
 FORMAT_NAME = "rlcyclegan-rollouts"
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -147,18 +149,9 @@ def write_episode(directory: Path, episode: Episode, compression: Compression = 
         infos = group.create_group("infos")
         infos.create_dataset("qpos", data=episode.qpos)
         infos.create_dataset("qvel", data=episode.qvel)
-    _fsync(partial)
+    fsync_path(partial)
     os.replace(partial, final)
     return final
-
-
-def _fsync(path: Path) -> None:
-    """Flush ``path`` to disk so the rename never publishes a file whose data is still only in the page cache."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def open_shard(path: Path) -> h5py.File:
