@@ -16,7 +16,9 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "rlcyclegan.envs.commands",
     "rlcyclegan.data.commands",
+    "rlcyclegan.agents.commands",
     "rlcyclegan.train_command",
+    "rlcyclegan.pipeline_commands",
 )
 
 # Errors that mean "the input is wrong", reported as one line; anything else is a bug and keeps its traceback.

@@ -1,0 +1,404 @@
+"""The end-to-end pipeline: policy -> unpaired rollouts -> Q-networks -> translators -> evaluation -> report.
+
+Each stage writes its outputs under the run directory and is skipped when they exist (``force`` redoes
+it), so any stage can be re-run alone and an interrupted pipeline resumes where it stopped. Stage wall
+times accumulate in ``stages.json`` and end up in ``results.json``.
+
+Layout of ``RUN``::
+
+    policy/student.safetensors      the sim-trained pixel policy (teacher + DAgger)
+    dr_policy/student.safetensors   the same, trained on the randomized domain (standard preset)
+    data/{sim,real,real_test}/   rollouts of the policy with action noise (real_test: held out)
+    data/real_as_sim/               data/real's true states rendered in sim (paired oracle only)
+    q/{sim,real}/q.safetensors      pixel Q-networks (TD on each domain's rollouts)
+    translators/NAME/               trainer runs (checkpoints/latest holds the generators)
+    results.json, report.md, translations.png, videos/*.gif
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import rlcyclegan
+from rlcyclegan.config import ConfigError, load_config, to_dict
+
+STAGES = ("policy", "data", "q", "translators", "dr", "evaluate")
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+@dataclass
+class TranslatorRun:
+    """One translator to train: a trainer YAML and overrides on top of it."""
+
+    config: Path
+    overrides: list[str] = field(default_factory=list)
+    paired: bool = False
+    """The paired oracle: trained on real frames with their true sim renderings (``data/real_as_sim``, drawn
+    from the hidden states), which no unpaired method sees."""
+
+
+@dataclass
+class PipelineConfig:
+    """Everything the pipeline does; presets live in ``experiments/pipeline_*.yaml``."""
+
+    preset: str = "quick"
+    seed: int = 0
+    device: str = "auto"
+    image_size: int = 64
+    frame_stack: int = 3
+    policy_config: Path = EXPERIMENTS / "policy_quick.yaml"
+    policy_overrides: list[str] = field(default_factory=list)
+    dr_policy: bool = False
+    """Also train a student on the randomized domain (condition ``real + domain randomization``)."""
+    collect_episodes: int = 16
+    collect_test_episodes: int = 4
+    collect_max_steps: int = 250
+    collect_noise: float = 0.3
+    workers: int = 2
+    q_config: Path = EXPERIMENTS / "q_quick.yaml"
+    q_overrides: list[str] = field(default_factory=list)
+    translators: dict[str, TranslatorRun] = field(default_factory=dict)
+    translator_overrides: list[str] = field(default_factory=list)
+    """Overrides applied to every translator run (e.g. ``iterations=2000``)."""
+    eval_episodes: int = 3
+    eval_seeds: list[int] = field(default_factory=lambda: [0, 1])
+    eval_max_steps: int = 1000
+    held_out_frames: int = 256
+    segmenter_frames: int = 800
+    segmenter_steps: int = 600
+    grid_rows: int = 6
+    video_steps: int = 150
+
+    def __post_init__(self) -> None:
+        for name in ("collect_episodes", "collect_test_episodes", "collect_max_steps", "eval_episodes",
+                     "held_out_frames", "segmenter_frames", "workers", "image_size", "frame_stack"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.eval_seeds:
+            raise ConfigError("eval_seeds must name at least one seed")
+        self.policy_config = _existing(self.policy_config)
+        self.q_config = _existing(self.q_config)
+        for run in self.translators.values():
+            run.config = _existing(run.config)
+
+
+def _existing(path: Path) -> Path:
+    """``path`` as given, else relative to the repository (presets name ``experiments/...`` files)."""
+    for candidate in (path, EXPERIMENTS.parent / path):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"config file not found: {path}")
+
+
+def preset_path(preset: str) -> Path:
+    path = EXPERIMENTS / f"pipeline_{preset}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem.removeprefix("pipeline_") for p in EXPERIMENTS.glob("pipeline_*.yaml"))
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(known)}")
+    return path
+
+
+class Pipeline:
+    """Runs the stages of one pipeline configuration in ``run_dir``."""
+
+    def __init__(self, config: PipelineConfig, run_dir: Path, force: bool = False, progress: bool = True) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.force = force
+        self.progress = progress
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._times_path = self.run_dir / "stages.json"
+
+    # -- bookkeeping ---------------------------------------------------------------------------------
+
+    def _timed(self, stage: str, done: bool, work: Callable[[], Any]) -> None:
+        if done and not self.force:
+            print(f"[{stage}] outputs exist, skipped (--force redoes it)")
+            return
+        print(f"[{stage}] running")
+        start = time.perf_counter()
+        work()
+        times = json.loads(self._times_path.read_text()) if self._times_path.exists() else {}
+        times[stage] = round(time.perf_counter() - start, 1)
+        self._times_path.write_text(json.dumps(times, indent=2))
+        print(f"[{stage}] done in {times[stage]:.0f} s")
+
+    def run(self, stages: tuple[str, ...] = STAGES) -> None:
+        for stage in stages:
+            getattr(self, f"stage_{stage}")()
+
+    @property
+    def policy_path(self) -> Path:
+        return self.run_dir / "policy" / "student.safetensors"
+
+    @property
+    def dr_policy_path(self) -> Path:
+        return self.run_dir / "dr_policy" / "student.safetensors"
+
+    def data_path(self, split: str) -> Path:
+        return self.run_dir / "data" / split
+
+    @property
+    def q_dir(self) -> Path:
+        return self.run_dir / "q"
+
+    def translator_dir(self, name: str) -> Path:
+        return self.run_dir / "translators" / name
+
+    def has_translator(self, name: str) -> bool:
+        return (self.translator_dir(name) / "checkpoints" / "latest").is_file()
+
+    # -- stages --------------------------------------------------------------------------------------
+
+    def _train_student(self, domain: str, out: Path) -> None:
+        from rlcyclegan.agents.train_policy import PolicyTrainConfig, train_policy
+
+        c = self.config
+        overrides = [f"domain={domain}", f"out={out}", f"seed={c.seed}", f"device={c.device}",
+                     f"image_size={c.image_size}", f"frame_stack={c.frame_stack}", *c.policy_overrides]
+        train_policy(load_config(PolicyTrainConfig, c.policy_config, overrides), progress=self.progress)
+
+    def stage_policy(self) -> None:
+        self._timed("policy", self.policy_path.exists(), lambda: self._train_student("sim", self.policy_path.parent))
+
+    def stage_dr(self) -> None:
+        if self.config.dr_policy:
+            self._timed("dr", self.dr_policy_path.exists(),
+                        lambda: self._train_student("randomized", self.dr_policy_path.parent))
+
+    def stage_data(self) -> None:
+        from rlcyclegan.data.collect import CollectConfig, collect
+        from rlcyclegan.data.storage import list_shards
+
+        c = self.config
+        plan = {
+            "sim": ("sim", c.collect_episodes, c.seed),
+            "real": ("real", c.collect_episodes, c.seed + 1),
+            "real_test": ("real", c.collect_test_episodes, c.seed + 2),
+        }
+
+        def complete() -> bool:
+            return all(self.data_path(s).is_dir() and len(list_shards(self.data_path(s))) >= n
+                       for s, (_, n, _) in plan.items())
+
+        def work() -> None:
+            for split, (domain, episodes, seed) in plan.items():
+                collect(CollectConfig(
+                    out=self.data_path(split), domain=domain, policy=str(self.policy_path), episodes=episodes,
+                    noise=c.collect_noise, seed=seed, workers=c.workers, image_size=c.image_size,
+                    frame_stack=c.frame_stack, max_steps=c.collect_max_steps,
+                ), progress=self.progress)
+
+        self._timed("data", complete(), work)
+
+    def stage_q(self) -> None:
+        from rlcyclegan.agents.q_training import QTrainConfig, run_train_q
+
+        c = self.config
+
+        def work() -> None:
+            summary = {}
+            for domain in ("sim", "real"):
+                overrides = [f"data={self.data_path(domain)}", f"out={self.q_dir / domain}", f"seed={c.seed}",
+                             f"device={c.device}", f"frame_stack={c.frame_stack}", *c.q_overrides]
+                summary[domain] = run_train_q(load_config(QTrainConfig, c.q_config, overrides), progress=self.progress)
+            (self.q_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+        self._timed("q", (self.q_dir / "summary.json").exists(), work)
+
+    def stage_translators(self) -> None:
+        from rlcyclegan.train_config import TrainConfig
+        from rlcyclegan.train_loop import train
+
+        c = self.config
+        for name, run in c.translators.items():
+            overrides = [
+                f"exp_name={name}", f"run_dir={self.translator_dir(name)}", f"seed={c.seed}",
+                f"data.sim={self.data_path('sim')}", f"data.real={self.data_path('real')}",
+                f"data.image_size={c.image_size}", f"speed.device={c.device}",
+                f"q.init_sim={self.q_dir / 'sim' / 'q.safetensors'}", f"q.init_real={self.q_dir / 'real' / 'q.safetensors'}",
+                *c.translator_overrides, *run.overrides,
+            ]
+            if run.paired:
+                from rlcyclegan.data.paired import rerender_dataset
+
+                overrides.append(f"data.paired_real={rerender_dataset(self.data_path('real'), self.data_path('real_as_sim'))}")
+            config = load_config(TrainConfig, run.config, overrides)
+            self._timed(f"translator:{name}", self.has_translator(name),
+                        lambda config=config: train(config, progress=self.progress))
+
+    def stage_evaluate(self) -> None:
+        self._timed("evaluate", (self.run_dir / "results.json").exists(), self.evaluate)
+
+    # -- evaluation and report -----------------------------------------------------------------------
+
+    def translators_available(self) -> dict[str, Path]:
+        return {n: self.translator_dir(n) for n in self.config.translators if self.has_translator(n)}
+
+    def evaluate(self) -> dict[str, Any]:
+        import imageio.v3 as iio
+        import torch
+        from tqdm import tqdm
+
+        from rlcyclegan.agents.policies import load_policy
+        from rlcyclegan.data.loaders import RolloutDataset
+        from rlcyclegan.envs.commands import image_grid
+        from rlcyclegan.evaluation import (
+            HeldOutReal,
+            condition_returns,
+            load_q_pair,
+            side_by_side_rows,
+            translation_quality,
+        )
+        from rlcyclegan.segmentation import render_segmentation_set, train_segmenter
+        from rlcyclegan.wrappers import FrameTranslator
+
+        c = self.config
+        policy = load_policy(self.policy_path, device=c.device)
+        translators = {n: FrameTranslator.from_checkpoint(p, "real2sim", device=c.device)
+                       for n, p in self.translators_available().items()}
+        conditions: dict[str, tuple[Any, str, FrameTranslator | None]] = {
+            "sim": (policy, "sim", None),
+            "real, no adaptation": (policy, "real", None),
+            **{f"real + {n}": (policy, "real", t) for n, t in translators.items()},
+        }
+        if self.dr_policy_path.exists():
+            conditions["real + domain randomization"] = (load_policy(self.dr_policy_path, device=c.device), "real", None)
+
+        results: dict[str, Any] = {"returns": {}, "translation": {}}
+        total = len(conditions) * c.eval_episodes * len(c.eval_seeds)
+        with tqdm(total=total, desc="evaluate", unit="ep", disable=not self.progress) as bar:
+            for name, (pol, domain, translator) in conditions.items():
+                results["returns"][name] = condition_returns(
+                    pol, domain, translator, c.eval_episodes, c.eval_seeds, c.eval_max_steps,
+                    on_episode=lambda *_: bar.update(),
+                )
+
+        # Translation quality on held-out real states, against their true sim renderings.
+        held_out = HeldOutReal(RolloutDataset(self.data_path("real_test"), frame_stack=c.frame_stack),
+                               c.held_out_frames, seed=c.seed)
+        sim_train = RolloutDataset(self.data_path("sim"), frame_stack=c.frame_stack)
+        rng = np.random.default_rng(c.seed)
+        qpos, _ = sim_train.true_states(sim_train.sample_indices(c.segmenter_frames, rng))
+        from rlcyclegan.envs import load_domain
+
+        seg_images, seg_labels = render_segmentation_set(load_domain("sim"), qpos, c.image_size)
+        segmenter = train_segmenter(seg_images, seg_labels, steps=c.segmenter_steps, seed=c.seed)
+        q_sim, q_real = load_q_pair(self.q_dir) if (self.q_dir / "summary.json").exists() else (None, None)
+        results["translation"]["true sim rendering"] = translation_quality(
+            None, _with_frames(held_out, held_out.true_sim), segmenter)
+        results["translation"]["no translation"] = translation_quality(None, held_out, segmenter, q_sim, q_real)
+        for name, translator in translators.items():
+            results["translation"][name] = translation_quality(translator, held_out, segmenter, q_sim, q_real)
+
+        columns = 2 + len(translators)
+        iio.imwrite(self.run_dir / "translations.png",
+                    image_grid(side_by_side_rows(translators, held_out, c.grid_rows), columns=columns, scale=2))
+        self._videos(policy, translators)
+
+        if (self.q_dir / "summary.json").exists():
+            results["q_networks"] = json.loads((self.q_dir / "summary.json").read_text())
+        policy_summary = self.policy_path.parent / "summary.json"
+        if policy_summary.exists():
+            summary = json.loads(policy_summary.read_text())
+            results["policy"] = {k: summary.get(k) for k in ("teacher_return", "student_return", "student_over_teacher",
+                                                             "total_wall_s", "peak_memory_mb")}
+        results["stage_wall_s"] = json.loads(self._times_path.read_text()) if self._times_path.exists() else {}
+        results["config"] = to_dict(c)
+        results["versions"] = _versions()
+        results["device"] = str(torch.device(c.device) if c.device != "auto" else
+                                ("cuda" if torch.cuda.is_available() else "cpu"))
+        (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        (self.run_dir / "report.md").write_text(render_report(results, self.run_dir))
+        print(render_returns_table(results))
+        return results
+
+    def _videos(self, policy: Any, translators: dict[str, Any]) -> None:
+        """GIFs of the policy in ``real``: left what the camera sees, right what the policy sees."""
+        import imageio.v3 as iio
+
+        from rlcyclegan.envs import make_env
+        from rlcyclegan.wrappers import TranslateObservation
+
+        c = self.config
+        videos = self.run_dir / "videos"
+        videos.mkdir(exist_ok=True)
+        for name, translator in {"no_adaptation": None, **translators}.items():
+            raw_env = make_env("real", image_size=c.image_size, frame_stack=c.frame_stack)
+            env = TranslateObservation(raw_env, translator) if translator is not None else raw_env
+            obs, _ = env.reset(seed=c.seed)
+            frames = []
+            for _ in range(c.video_steps):
+                seen = obs[..., -3:]
+                camera = raw_env.unwrapped._frames[..., -3:]
+                frames.append(np.kron(np.concatenate([camera, seen], axis=1), np.ones((3, 3, 1), dtype=np.uint8)))
+                action, _ = policy.predict(obs, deterministic=True)
+                obs, _, terminated, truncated, _ = env.step(action)
+                if terminated or truncated:
+                    break
+            env.close()
+            iio.imwrite(videos / f"real_{name.replace(' ', '_')}.gif", np.stack(frames), duration=50, loop=0)
+
+
+def _with_frames(held_out: Any, frames: np.ndarray) -> Any:
+    """A view of ``held_out`` whose frames are replaced (to score the true renders themselves)."""
+    import copy
+
+    view = copy.copy(held_out)
+    view.frames = frames
+    return view
+
+
+def _versions() -> dict[str, str]:
+    import gymnasium
+    import mujoco
+    import stable_baselines3
+    import torch
+
+    return {"rlcyclegan": rlcyclegan.__version__, "torch": torch.__version__, "mujoco": mujoco.__version__,
+            "gymnasium": gymnasium.__version__, "stable_baselines3": stable_baselines3.__version__,
+            "python": platform.python_version(), "machine": platform.machine()}
+
+
+def render_returns_table(results: dict[str, Any]) -> str:
+    returns = results["returns"]
+    reference = {k: returns[k]["mean"] for k in ("sim", "real + oracle") if k in returns}
+    header = "| condition | mean return | std | 95% CI | episodes |" + "".join(f" % of {k} |" for k in reference)
+    lines = [header, "|---|---:|---:|---|---:|" + "---:|" * len(reference)]
+    for name, r in returns.items():
+        ratios = "".join(f" {100 * r['mean'] / v:.0f}% |" if v > 0 else " - |" for v in reference.values())
+        lines.append(f"| {name} | {r['mean']:.1f} | {r['std']:.1f} | [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}] "
+                     f"| {r['n']} |{ratios}")
+    return "\n".join(lines)
+
+
+def render_report(results: dict[str, Any], run_dir: Path) -> str:
+    """``report.md``: the returns table, translation quality, Q-network checks, wall times."""
+    lines = [f"# rlcyclegan pipeline report: preset `{results['config']['preset']}`", "",
+             "## Returns of the sim-trained pixel policy", "", render_returns_table(results), ""]
+    lines += ["## Translation quality on held-out real states (F(y) against the true sim rendering)", "",
+              "| translator | L1 | PSNR dB | SSIM | FCN per-pixel acc | FCN per-class acc | FCN class IoU "
+              "| Q-consistency |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, s in results["translation"].items():
+        q = f"{s['q_consistency']:.3f}" if "q_consistency" in s else "-"
+        lines.append(f"| {name} | {s['l1']:.3f} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['fcn_per_pixel_accuracy']:.3f} "
+                     f"| {s['fcn_per_class_accuracy']:.3f} | {s['fcn_class_iou']:.3f} | {q} |")
+    lines += ["", "Columns of `translations.png`: real frame | F(real) for each translator | true sim rendering.", ""]
+    if "q_networks" in results:
+        lines += ["## Pixel Q-networks", "", "```", json.dumps(results["q_networks"], indent=2), "```", ""]
+    if "policy" in results:
+        lines += ["## Policy (teacher and DAgger student, in sim)", "", "```", json.dumps(results["policy"], indent=2),
+                  "```", ""]
+    lines += ["## Wall time per stage (s)", "", "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in results["stage_wall_s"].items()]
+    lines += ["", f"Device: {results['device']}. Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()),
+              "", f"Run directory: `{run_dir}`. All figures are in `results.json`."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,88 @@
+"""The pipeline end to end at a tiny scale (32x32, a few iterations of everything), and stage skipping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlcyclegan.cli import main
+from rlcyclegan.config import ConfigError, load_config
+from rlcyclegan.pipeline import Pipeline, PipelineConfig, preset_path
+
+TINY_POLICY = {
+    "teacher": {"algo": "ppo", "total_timesteps": 1024, "eval_every": 1024, "eval_episodes": 1,
+                "algo_kwargs": {"n_steps": 512, "batch_size": 64, "n_epochs": 1}},
+    "dagger": {"iterations": 1, "steps_per_iteration": 60, "gradient_steps": 10, "batch_size": 16},
+    "student": {"features_dim": 32, "hidden_dim": 32, "width": 8},
+    "eval_episodes": 1,
+    "max_episode_steps": 40,
+}
+TINY_Q = {"steps": 10, "batch_size": 8, "holdout_episodes": 1, "q": {"features_dim": 32, "hidden_dim": 32, "width": 8}}
+TRANSLATOR_OVERRIDES = ["iterations=4", "model.ngf=8", "model.n_blocks=1", "model.ndf=8", "model.d_layers=2",
+                        "log_every=2", "image_every=2", "checkpoint_every=2", "data.batch_size=2",
+                        "q.features_dim=32", "q.hidden_dim=32", "q.width=8", "speed.compile=false"]
+
+
+def tiny_config(tmp_path: Path) -> Path:
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(TINY_POLICY))
+    (tmp_path / "q.yaml").write_text(yaml.safe_dump(TINY_Q))
+    config = {
+        "preset": "tiny", "image_size": 32, "frame_stack": 3, "workers": 1,
+        "policy_config": str(tmp_path / "policy.yaml"), "q_config": str(tmp_path / "q.yaml"),
+        "collect_episodes": 3, "collect_test_episodes": 2, "collect_max_steps": 30, "collect_noise": 0.3,
+        "translators": {"cyclegan": {"config": "experiments/cyclegan.yaml"},
+                        "rlcyclegan": {"config": "experiments/rlcyclegan.yaml"},
+                        "oracle": {"config": "experiments/oracle.yaml", "paired": True}},
+        "translator_overrides": TRANSLATOR_OVERRIDES,
+        "eval_episodes": 1, "eval_seeds": [0], "eval_max_steps": 20,
+        "held_out_frames": 16, "segmenter_frames": 32, "segmenter_steps": 5, "grid_rows": 2, "video_steps": 5,
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path, capsys) -> None:
+    config_path = tiny_config(tmp_path)
+    run = tmp_path / "run"
+    assert main(["pipeline", "--config", str(config_path), "--out", str(run), "--no-progress"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["returns"]) == {"sim", "real, no adaptation", "real + cyclegan", "real + rlcyclegan",
+                                       "real + oracle"}
+    for condition in results["returns"].values():
+        assert condition["n"] == 1 and len(condition["returns"]) == 1
+    assert {"true sim rendering", "no translation", "cyclegan", "rlcyclegan", "oracle"} <= set(results["translation"])
+    assert "q_consistency" in results["translation"]["rlcyclegan"]
+    assert set(results["stage_wall_s"]) >= {"policy", "data", "q", "translator:cyclegan", "translator:rlcyclegan",
+                                            "translator:oracle"}
+    assert results["versions"]["rlcyclegan"]
+    assert (run / "report.md").read_text().startswith("# rlcyclegan pipeline report")
+    assert (run / "translations.png").stat().st_size > 0
+    assert len(list((run / "videos").glob("*.gif"))) == 4
+    # the oracle's paired data: the real episodes' states, rendered in sim
+    assert sorted(p.name for p in (run / "data" / "real_as_sim").glob("*.h5")) == sorted(
+        p.name for p in (run / "data" / "real").glob("*.h5"))
+
+    capsys.readouterr()
+    assert main(["pipeline", "--config", str(config_path), "--out", str(run), "--no-progress",
+                 "--stage", "policy", "data", "q", "translators"]) == 0
+    assert capsys.readouterr().out.count("skipped") == 6
+
+
+def test_pipeline_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(PipelineConfig, None, ["policy_config=nowhere.yaml"])
+    with pytest.raises(ConfigError, match="eval_episodes must be at least 1"):
+        load_config(PipelineConfig, None, ["eval_episodes=0"])
+    assert main(["pipeline", "--preset", "nope", "--out", str(tmp_path)]) == 2
+
+
+def test_presets_load(tmp_path: Path) -> None:
+    for preset in ("quick", "standard"):
+        config = load_config(PipelineConfig, preset_path(preset))
+        assert config.preset == preset and "rlcyclegan" in config.translators
+        assert Pipeline(config, tmp_path / preset, progress=False).run_dir.is_dir()
