@@ -14,8 +14,7 @@ $(STAMP): setup.cfg pyproject.toml scripts/install.sh
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/rlcyclegan domains
-	$(VENV)/bin/rlcyclegan render --domain sim real randomized --out runs/demo/domains.png
+	$(VENV)/bin/rlcyclegan pipeline --preset quick --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -216,7 +216,6 @@ class Pipeline:
 
     def stage_translators(self) -> None:
         from rlcyclegan.train_config import TrainConfig
-        from rlcyclegan.train_loop import train
 
         c = self.config
         for name, run in c.translators.items():
@@ -232,11 +231,39 @@ class Pipeline:
 
                 overrides.append(f"data.paired_real={rerender_dataset(self.data_path('real'), self.data_path('real_as_sim'))}")
             config = load_config(TrainConfig, run.config, overrides)
-            self._timed(f"translator:{name}", self.has_translator(name),
-                        lambda config=config: train(config, progress=self.progress))
+            done = self.translator_iterations(name)
+            self._timed(f"translator:{name}", done is not None and done >= config.iterations,
+                        lambda config=config, name=name, done=done: self._train_translator(config, name, done))
+
+    def _train_translator(self, config: Any, name: str, done: int | None) -> None:
+        """Train from scratch, or resume a run that an interruption left at ``done`` iterations."""
+        import shutil
+
+        from rlcyclegan.train_loop import train
+
+        if self.force:
+            shutil.rmtree(self.translator_dir(name), ignore_errors=True)
+            done = None
+        train(config, resume=done is not None, progress=self.progress)
+
+    def translator_iterations(self, name: str) -> int | None:
+        """Iterations in translator ``name``'s latest checkpoint (``None``: no checkpoint yet)."""
+        from rlcyclegan.checkpoint import INFO_FILE, latest_checkpoint
+
+        latest = latest_checkpoint(self.translator_dir(name))
+        return None if latest is None else int(json.loads((latest / INFO_FILE).read_text())["iteration"])
 
     def stage_evaluate(self) -> None:
-        self._timed("evaluate", (self.run_dir / "results.json").exists(), self.evaluate)
+        import torch
+
+        # Batch-1 policy and translator inference: one thread does it, and extra OpenMP threads spin-wait as
+        # soon as another job shares the cores (measured: 54 s instead of ~6 s per 500-step episode).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self._timed("evaluate", (self.run_dir / "results.json").exists(), self.evaluate)
+        finally:
+            torch.set_num_threads(threads)
 
     # -- evaluation and report -----------------------------------------------------------------------
 
@@ -318,7 +345,6 @@ class Pipeline:
                                 ("cuda" if torch.cuda.is_available() else "cpu"))
         (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
         (self.run_dir / "report.md").write_text(render_report(results, self.run_dir))
-        print(render_returns_table(results))
         return results
 
     def _videos(self, policy: Any, translators: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from rlcyclegan.config import load_config
@@ -15,12 +16,21 @@ def _load(args: argparse.Namespace):
     return Pipeline(config, Path(args.out), force=args.force, progress=not args.no_progress)
 
 
+def _print_results(run_dir: Path) -> None:
+    from rlcyclegan.pipeline import render_returns_table
+
+    results = run_dir / "results.json"
+    if results.exists():
+        print(render_returns_table(json.loads(results.read_text())))
+        print(f"report: {run_dir / 'report.md'}")
+
+
 def run_pipeline(args: argparse.Namespace) -> int:
     from rlcyclegan.pipeline import STAGES
 
     pipeline = _load(args)
     pipeline.run(tuple(args.stage) if args.stage else STAGES)
-    print(f"report: {pipeline.run_dir / 'report.md'}")
+    _print_results(pipeline.run_dir)
     return 0
 
 
@@ -28,6 +38,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     pipeline = _load(args)
     pipeline.force = True
     pipeline.stage_evaluate()
+    _print_results(pipeline.run_dir)
     return 0
 
 

@@ -72,6 +72,13 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
                  "--stage", "policy", "data", "q", "translators"]) == 0
     assert capsys.readouterr().out.count("skipped") == 6
 
+    # A translator that stopped short of its iterations (here: more are asked for) resumes, not skips.
+    longer = [o if not o.startswith("iterations=") else "iterations=6" for o in TRANSLATOR_OVERRIDES]
+    assert main(["pipeline", "--config", str(config_path), "--out", str(run), "--no-progress",
+                 f"translator_overrides=[{','.join(longer)}]", "--stage", "translators"]) == 0
+    pipeline = Pipeline(load_config(PipelineConfig, config_path), run, progress=False)
+    assert [pipeline.translator_iterations(n) for n in ("cyclegan", "rlcyclegan", "oracle")] == [6, 6, 6]
+
 
 def test_pipeline_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
