@@ -82,7 +82,7 @@ def run_train_q(args: argparse.Namespace) -> int:
 
 def run_eval_q(args: argparse.Namespace) -> int:
     from rlcyclegan.agents.q_network import load_q
-    from rlcyclegan.agents.q_training import last_episodes, q_return_check
+    from rlcyclegan.agents.q_training import last_episodes, q_return_check, truncation_horizon
     from rlcyclegan.data.loaders import RolloutDataset
     from rlcyclegan.device import resolve_device
 
@@ -92,9 +92,10 @@ def run_eval_q(args: argparse.Namespace) -> int:
     if dataset.image_size != q.image_size:
         raise ValueError(f"Q expects {q.image_size}x{q.image_size} frames but {args.data} has "
                          f"{dataset.image_size}x{dataset.image_size}")
-    check = q_return_check(q, last_episodes(dataset, args.episodes), gamma, args.min_remaining, q.frame_stack)
+    min_remaining = args.min_remaining if args.min_remaining is not None else truncation_horizon(gamma)
+    check = q_return_check(q, last_episodes(dataset, args.episodes), gamma, min_remaining, q.frame_stack)
     print(f"Spearman(Q, MC return), gamma {gamma}: {check.spearman:.3f} on {check.steps} steps >= "
-          f"{args.min_remaining} from the end; {check.spearman_all_steps:.3f} on all steps ({check.episodes} episodes)")
+          f"{min_remaining} from the end; {check.spearman_all_steps:.3f} on all steps ({check.episodes} episodes)")
     return 0
 
 
@@ -137,7 +138,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     eval_q.add_argument("--data", required=True, help="dataset of held-out episodes")
     eval_q.add_argument("--episodes", type=int, help="use the last N episodes (default all)")
     eval_q.add_argument("--gamma", type=float, help="discount (default: the one stored with Q)")
-    eval_q.add_argument("--min-remaining", type=int, default=0,
-                        help="skip steps closer than this to a truncated episode's end")
+    eval_q.add_argument("--min-remaining", type=int,
+                        help="skip steps closer than this to a truncated episode's end (default: where gamma^n < 0.05)")
     eval_q.add_argument("--device", default="auto")
     eval_q.set_defaults(func=run_eval_q)

@@ -81,10 +81,16 @@ class QTrainConfig:
             raise ValueError("steps and holdout_episodes must be non-negative and batch_size positive")
 
     def horizon(self) -> int:
-        """Steps skipped at episode ends in the check (``min_remaining`` or where ``gamma^n`` < 0.05)."""
-        if self.min_remaining is not None:
-            return self.min_remaining
-        return math.ceil(math.log(0.05) / math.log(self.gamma)) if self.gamma > 0 else 1
+        """Steps skipped at episode ends in the check: ``min_remaining`` or :func:`truncation_horizon`."""
+        return self.min_remaining if self.min_remaining is not None else truncation_horizon(self.gamma)
+
+
+def truncation_horizon(gamma: float, tail_weight: float = 0.05) -> int:
+    """Steps ``n`` after which the discounted tail ``gamma^n`` falls below ``tail_weight`` (299 for 0.99).
+
+    Closer than this to a truncated episode's end, the Monte-Carlo return misses a noticeable part of Q.
+    """
+    return math.ceil(math.log(tail_weight) / math.log(gamma)) if gamma > 0 else 1
 
 
 def q_values(q: PixelQNetwork, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from rlcyclegan.agents.q_training import (
     q_values,
     spearman,
     train_q,
+    truncation_horizon,
 )
 from rlcyclegan.data.batches import TransitionBatch
 
@@ -97,6 +98,7 @@ def test_q_save_load_round_trip_gives_identical_values(tmp_path) -> None:
 
 def test_discounted_returns_and_spearman_match_hand_computed_values() -> None:
     np.testing.assert_allclose(discounted_returns(np.array([1.0, 0.0, 2.0]), 0.5), [1.5, 1.0, 2.0])
+    assert truncation_horizon(0.99) == 299 and 0.99**299 < 0.05 < 0.99**298
     assert spearman(np.array([1, 2, 3, 4]), np.array([10, 20, 30, 40])) == pytest.approx(1.0)
     assert spearman(np.array([1, 2, 3, 4]), np.array([4, 3, 2, 1])) == pytest.approx(-1.0)
     # Ties get average ranks: x ranks [1, 2.5, 2.5, 4] vs y ranks [1, 2, 3, 4] -> r = 4.5 / sqrt(4.5 * 5).
@@ -164,6 +166,7 @@ def test_train_q_and_eval_q_commands_on_a_tiny_dataset(tmp_path, capsys) -> None
     assert summary["episodes"] == 1 and summary["steps"] == 11 and -1.0 <= summary["spearman"] <= 1.0
     assert summary["train_transitions"] == 2 * 11  # two training episodes of 12 steps, the last step has no a'
     capsys.readouterr()
-    assert main(["eval-q", "--q", str(out / "q.safetensors"), "--data", str(data), "--episodes", "2"]) == 0
+    assert main(["eval-q", "--q", str(out / "q.safetensors"), "--data", str(data), "--episodes", "2",
+                 "--min-remaining", "2"]) == 0
     assert "Spearman" in capsys.readouterr().out
     assert main(["eval-q", "--q", str(out / "missing.safetensors"), "--data", str(data)]) == 2
