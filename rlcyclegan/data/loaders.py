@@ -224,11 +224,12 @@ class RolloutDataset(Dataset):
         )
 
     def __getitem__(self, index: int) -> TransitionBatch:
-        """One transition without a batch axis (``obs`` is ``(3k, H, W)``); ``DataLoader`` collates these."""
+        """One transition without a batch axis (``obs`` is ``(3k, H, W)``); use ``DataLoader(...,
+        collate_fn=collate_transitions)``, which keeps the empty fields empty."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"transition {index} out of range for {len(self)} transitions")
         batch = self.get_batch([index % len(self)])
-        return TransitionBatch(*(field[0] for field in batch))
+        return TransitionBatch(*(None if field is None else field[0] for field in batch))
 
     def shard(self, rank: int, world_size: int) -> RolloutDataset:
         """A view holding every ``world_size``-th transition from ``rank`` on (one DDP process's share)."""
