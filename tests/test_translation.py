@@ -91,19 +91,22 @@ def test_bad_observation_space_is_rejected() -> None:
 def test_fcn_score_is_near_perfect_on_true_renders_and_poor_on_blank_images() -> None:
     env = make_env("sim", image_size=SIZE)
     env.reset(seed=0)
+    env.action_space.seed(0)
     qpos = []
     for _ in range(240):
         _, _, _, _, info = env.step(env.action_space.sample())
         qpos.append(info["qpos"])
     qpos = np.array(qpos)
     images, labels = render_segmentation_set(load_domain("sim"), qpos, SIZE)
-    net = train_segmenter(images[:200], labels[:200], steps=300, batch_size=16, width=8)
+    net = train_segmenter(images[:200], labels[:200], steps=700, batch_size=16, width=8)
     held_out = fcn_score(net, images[200:], labels[200:])
     blank = fcn_score(net, np.zeros_like(images[200:]), labels[200:])
-    assert held_out["per_pixel_accuracy"] > 0.9
-    assert held_out["class_iou"] > 0.4
-    # A blank frame still gets sky above and floor below from the network's location priors (about 0.24
-    # class IoU over 7 classes); every body part is lost, far below real renders.
-    assert blank["class_iou"] < 0.3
-    assert blank["class_iou"] < held_out["class_iou"] - 0.3
+    # measured: per-pixel accuracy 0.99, class IoU 0.86 on held-out renders (the action space is seeded so
+    # the training states are the same on every run)
+    assert held_out["per_pixel_accuracy"] > 0.95
+    assert held_out["class_iou"] > 0.7
+    # A blank frame still gets sky above and floor below from the network's location priors (class IoU about
+    # 0.28 over 7 classes); every body part is lost.
+    assert blank["class_iou"] < 0.35
+    assert blank["class_iou"] < held_out["class_iou"] - 0.4
     assert set(np.unique(labels)) <= set(range(len(SEGMENTATION_CLASSES)))
