@@ -23,12 +23,7 @@ CHAIN_LENGTH = 4
 IMAGE = 8
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def chain_frames(states: np.ndarray) -> torch.Tensor:

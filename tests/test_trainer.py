@@ -21,13 +21,7 @@ from rlcyclegan.trainer import ConstantThenLinear, CycleTranslator, RLCycleGANTr
 SIZE, STACK, BATCH = 32, 2, 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from threads, and lose a lot when the cores are shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
