@@ -99,7 +99,7 @@ class PixelHalfCheetahEnv(HalfCheetahEnv):
 
     def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
         settings = self.render_settings
-        model = build_model(self.current_spec, self.image_size, settings.shadow_size, settings.multisamples)
+        model = build_model(self.current_spec, self.image_size, settings.quality_attributes())
         return model, mujoco.MjData(model)
 
     @property

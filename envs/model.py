@@ -46,8 +46,8 @@ def _fmt(values: np.ndarray | tuple[float, ...] | list[float]) -> str:
     return " ".join(f"{float(v):.6g}" for v in values)
 
 
-def build_xml(spec: DomainSpec, image_size: int = 64, shadow_size: int = 512, multisamples: int = 0) -> str:
-    """The MJCF text of ``spec``'s HalfCheetah."""
+def build_xml(spec: DomainSpec, image_size: int = 64, quality: dict[str, str] | None = None) -> str:
+    """The MJCF text of ``spec``'s HalfCheetah; ``quality`` holds ``<visual><quality>`` attributes."""
     root = ET.parse(STOCK_XML).getroot()
     vis, phys = spec.visual, spec.physical
 
@@ -61,7 +61,7 @@ def build_xml(spec: DomainSpec, image_size: int = 64, shadow_size: int = 512, mu
     default_geom.set("friction", _fmt(_vec(default_geom.get("friction", "1 0.005 0.0001")) * phys.friction_scale))
 
     visual = ET.SubElement(root, "visual")
-    ET.SubElement(visual, "quality", shadowsize=str(shadow_size), offsamples=str(multisamples))
+    ET.SubElement(visual, "quality", quality or {})
     ET.SubElement(visual, "global", offwidth=str(image_size), offheight=str(image_size))
     ET.SubElement(visual, "headlight", ambient=_fmt([vis.ambient] * 3), diffuse=_fmt([0.4 * vis.light_intensity] * 3))
 
@@ -113,9 +113,9 @@ def build_xml(spec: DomainSpec, image_size: int = 64, shadow_size: int = 512, mu
     return ET.tostring(root, encoding="unicode")
 
 
-def build_model(spec: DomainSpec, image_size: int = 64, shadow_size: int = 512, multisamples: int = 0) -> mujoco.MjModel:
+def build_model(spec: DomainSpec, image_size: int = 64, quality: dict[str, str] | None = None) -> mujoco.MjModel:
     """Compile ``spec`` into an ``MjModel`` whose total mass is the stock 14 kg times ``mass_scale``."""
-    model = mujoco.MjModel.from_xml_string(build_xml(spec, image_size, shadow_size, multisamples))
+    model = mujoco.MjModel.from_xml_string(build_xml(spec, image_size, quality))
     mujoco.mj_setTotalmass(model, STOCK_TOTAL_MASS * spec.physical.mass_scale)
     mujoco.mj_setConst(model, mujoco.MjData(model))
     return model

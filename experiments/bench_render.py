@@ -69,6 +69,21 @@ def ours_vectorized(size: int, seconds: float, n_envs: int) -> float:
     return fps
 
 
+def tessellation_difference(size: int, states: int = 20) -> float:
+    """How much the coarser default capsules change a frame: mean absolute difference over random states."""
+    from rlcyclegan.envs import PairedRenderer, RenderSettings, load_domain
+
+    spec = load_domain("sim")
+    coarse = PairedRenderer(spec, size)
+    fine = PairedRenderer(spec, size, RenderSettings(capsule_slices=28, capsule_stacks=16))
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for _ in range(states):
+        qpos = np.concatenate([[0.0, rng.uniform(-0.1, 0.1), rng.uniform(-0.3, 0.3)], rng.uniform(-0.5, 0.5, 6)])
+        total += np.abs(coarse.render(qpos).astype(np.int16) - fine.render(qpos)).mean()
+    return total / states
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="wall time per row")
@@ -77,12 +92,13 @@ def main() -> None:
     args = parser.parse_args()
     from rlcyclegan.envs import RenderSettings
 
+    GYM_QUALITY = RenderSettings(shadows=True, shadow_size=4096, multisamples=4, capsule_slices=28, capsule_stacks=16)
     size, seconds = args.image_size, args.seconds
     rows = [
         ("gymnasium HalfCheetah-v5, rgb_array (default)", gymnasium_default(size, seconds)),
         ("rlcyclegan sim, 1 process", ours_single(size, seconds)),
         ("rlcyclegan sim, 1 process, shadows+4xMSAA (gym quality)",
-         ours_single(size, seconds, render_settings=RenderSettings(shadows=True, shadow_size=4096, multisamples=4))),
+         ours_single(size, seconds, render_settings=GYM_QUALITY)),
         (f"rlcyclegan sim, {args.workers} processes", ours_vectorized(size, seconds, args.workers)),
     ]
     baseline = rows[0][1]
@@ -90,6 +106,8 @@ def main() -> None:
     print(f"{'configuration':<60} {'frames/s':>10} {'x default':>10}")
     for name, fps in rows:
         print(f"{name:<60} {fps:>10.1f} {fps / baseline:>9.1f}x")
+    difference = tessellation_difference(size)
+    print(f"\nmean |pixel difference| of our default capsules against MuJoCo's 28x16: {difference:.3f} of 255")
 
 
 if __name__ == "__main__":
