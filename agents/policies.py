@@ -37,6 +37,12 @@ def _sb3_data(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a stable-baselines3 model zip (no readable 'data' entry)") from None
 
 
+def sb3_observation_shape(path: str | Path) -> tuple[int, ...] | None:
+    """The observation shape an SB3 zip was trained on, read from its JSON (``None`` if it does not say)."""
+    shape = _sb3_data(Path(path)).get("observation_space", {}).get("_shape")
+    return tuple(shape) if isinstance(shape, list) else None
+
+
 def sb3_algorithm_class(path: str | Path) -> type:
     """The SB3 algorithm class that saved ``path``, read from the policy class module and the saved fields.
 

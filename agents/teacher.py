@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
-from rlcyclegan.agents.policies import sb3_algorithm_class
+from rlcyclegan.agents.policies import sb3_algorithm_class, sb3_observation_shape
 
 TeacherAlgo = Literal["ppo", "sac", "td3"]
 
@@ -49,6 +50,8 @@ ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
     "td3": {"learning_starts": 10_000, "train_freq": 8, "gradient_steps": 8, "batch_size": 256},
 }
 _ON_POLICY = {"ppo"}
+STATE_SHAPE = (17,)
+"""HalfCheetah's state observation: qpos without the root x (8) and qvel (9)."""
 
 
 @dataclass
@@ -142,6 +145,11 @@ class Teacher:
             self.normalizer.to_json(normalizer_path(path))
 
 
+def is_state_model(path: str | Path) -> bool:
+    """Whether ``path`` is an SB3 zip over the 17-dim HalfCheetah state (a teacher), without loading it."""
+    return zipfile.is_zipfile(path) and sb3_observation_shape(path) == STATE_SHAPE
+
+
 def load_teacher(path: str | Path, device: str = "auto") -> Teacher:
     """Load a teacher zip (any SB3 algorithm) and its normalization statistics if present.
 
@@ -154,7 +162,7 @@ def load_teacher(path: str | Path, device: str = "auto") -> Teacher:
         raise FileNotFoundError(f"no teacher at {path}: train one with `rlcyclegan train-policy` or pass --teacher")
     model = sb3_algorithm_class(path).load(path, device=device)
     shape = tuple(model.observation_space.shape)
-    if shape != (17,):
+    if shape != STATE_SHAPE:
         raise ValueError(f"teacher {path} observes shape {shape}, but the teacher must see the 17-dim HalfCheetah state")
     norm_file = normalizer_path(path)
     return Teacher(model, ObsNormalizer.from_json(norm_file) if norm_file.is_file() else None)

@@ -8,7 +8,7 @@ Layout of ``RUN``::
 
     policy/student.safetensors      the sim-trained pixel policy (teacher + DAgger)
     dr_policy/student.safetensors   the same, trained on the randomized domain (standard preset)
-    data/{sim,real,real_test}/   rollouts of the policy with action noise (real_test: held out)
+    data/{sim,real,real_test}/      rollouts of the behaviour policy with action noise (real_test: held out)
     data/real_as_sim/               data/real's true states rendered in sim (paired oracle only)
     q/{sim,real}/q.safetensors      pixel Q-networks (TD on each domain's rollouts)
     translators/NAME/               trainer runs (checkpoints/latest holds the generators)
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -61,7 +61,12 @@ class PipelineConfig:
     collect_episodes: int = 16
     collect_test_episodes: int = 4
     collect_max_steps: int = 250
-    collect_noise: float = 0.3
+    collect_noise: float = 0.2
+    behaviour_policy: Literal["teacher", "student"] = "teacher"
+    """Who drives the rollouts in both domains: the state teacher (a privileged controller that reads the
+    true state, as a working real-world controller or operator would supply the real data) or the sim
+    student. The student fails in ``real``, so its real data shows a cheetah on its back: poses the sim
+    data never has, which a translator must then invent, and returns too uniform for Q_real to rank."""
     workers: int = 2
     q_config: Path = EXPERIMENTS / "q_quick.yaml"
     q_overrides: list[str] = field(default_factory=list)
@@ -174,6 +179,15 @@ class Pipeline:
             self._timed("dr", self.dr_policy_path.exists(),
                         lambda: self._train_student("randomized", self.dr_policy_path.parent))
 
+    @property
+    def behaviour_path(self) -> Path:
+        """The rollouts' behaviour policy: the student, or the teacher it was trained from (maybe reused)."""
+        if self.config.behaviour_policy == "student":
+            return self.policy_path
+        summary = self.policy_path.parent / "summary.json"
+        teacher = json.loads(summary.read_text()).get("teacher_path") if summary.exists() else None
+        return Path(teacher) if teacher else self.policy_path.parent / "teacher.zip"
+
     def stage_data(self) -> None:
         from rlcyclegan.data.collect import CollectConfig, collect
         from rlcyclegan.data.storage import list_shards
@@ -192,7 +206,7 @@ class Pipeline:
         def work() -> None:
             for split, (domain, episodes, seed) in plan.items():
                 collect(CollectConfig(
-                    out=self.data_path(split), domain=domain, policy=str(self.policy_path), episodes=episodes,
+                    out=self.data_path(split), domain=domain, policy=str(self.behaviour_path), episodes=episodes,
                     noise=c.collect_noise, seed=seed, workers=c.workers, image_size=c.image_size,
                     frame_stack=c.frame_stack, max_steps=c.collect_max_steps,
                 ), progress=self.progress)

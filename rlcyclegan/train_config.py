@@ -118,6 +118,11 @@ class LossConfig:
     backward_cycle: bool = True
     """Use ||G(F(y)) - y||_1."""
     rl_scene_distance: Literal["squared", "absolute", "huber"] = "squared"
+    rl_scene_q_scale: float | None = None
+    """Q-values are divided by this before the RL-scene distance. Our Q-values are discounted returns
+    (hundreds), so squared raw differences swamp the image losses (measured: the quick preset's translator
+    collapsed to noise); the paper's Q-values are success probabilities in [0, 1]. ``null``: the mean
+    ``value_scale`` of the two Q-networks (about the spread of returns; 1 for untrained ones)."""
     td_distance: Literal["squared", "absolute", "huber"] = "squared"
     rl_scene_trains_q: bool = True
     """Whether the Q step also descends lambda_rl_scene L_RL-scene (on the generator step's detached images),
@@ -132,6 +137,8 @@ class LossConfig:
         for name, value in weights.items():
             if value < 0:
                 raise ConfigError(f"loss.{name} must be >= 0, got {value}")
+        if self.rl_scene_q_scale is not None and not self.rl_scene_q_scale > 0:
+            raise ConfigError(f"loss.rl_scene_q_scale must be positive or null, got {self.rl_scene_q_scale}")
         unknown = [a for a in self.ablations if a not in ABLATIONS]
         if unknown:
             raise ConfigError(f"unknown ablation {unknown[0]!r}; choose from {', '.join(ABLATIONS)}")

@@ -264,6 +264,9 @@ class RLCycleGANTrainer:
             if self.loss.lambda_rl > 0:
                 self.Q_sim_target = make_target(self.critics.Q_sim)
                 self.Q_real_target = make_target(self.critics.Q_real)
+        self.scene_q_scale = self.loss.rl_scene_q_scale or (
+            (self.critics.Q_sim.value_scale + self.critics.Q_real.value_scale) / 2 if self.critics is not None else 1.0
+        )
         self.trains_q = self.critics is not None and (
             self.loss.lambda_rl > 0 or (self.loss.lambda_rl_scene > 0 and self.loss.rl_scene_trains_q)
         )
@@ -342,6 +345,10 @@ class RLCycleGANTrainer:
         q_x_translated, q_y, q_y_cycled = q_real.float().chunk(3)
         return SceneQ(q_x, q_x_translated, q_x_cycled, q_y, q_y_translated, q_y_cycled)
 
+    def _scene_loss(self, q: SceneQ) -> torch.Tensor:
+        """L_RL-scene on Q-values in units of ``scene_q_scale`` (see ``LossConfig.rl_scene_q_scale``)."""
+        return rl_scene_loss(*(v / self.scene_q_scale for v in q), distance=self.scene_distance)
+
     def step(self, sim: TransitionBatch, real: TransitionBatch) -> Metrics:
         """One training iteration on a sim batch (X) and a real batch (Y); returns the step's scalars.
 
@@ -385,7 +392,7 @@ class RLCycleGANTrainer:
             if w.lambda_rl_scene > 0:
                 assert self.critics is not None and sim.action is not None and real.action is not None
                 q = self._scene_q(self.critics, x_s, y_s, t, sim.action, real.action, detach=False)
-                scene = rl_scene_loss(*q, distance=self.scene_distance)
+                scene = self._scene_loss(q)
                 loss_G = loss_G + w.lambda_rl_scene * scene
                 values |= {
                     "losses/rl_scene": scene, "q/sim": q.q_x.mean(), "q/real": q.q_y.mean(),
@@ -439,7 +446,7 @@ class RLCycleGANTrainer:
             if w.lambda_rl_scene > 0 and w.rl_scene_trains_q:
                 q = self._scene_q(self._critics_step, x_s, y_s, t, sim.action, real.action, detach=True)
                 q_x, q_y = q.q_x, q.q_y
-                loss_Q = w.lambda_rl_scene * rl_scene_loss(*q, distance=self.scene_distance)
+                loss_Q = w.lambda_rl_scene * self._scene_loss(q)
             else:
                 q_x, q_y = (v.float() for v in self._critics_step(x_s, sim.action, y_s, real.action))
                 loss_Q = torch.zeros((), device=self.device)

@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
+import gymnasium as gym
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -144,15 +146,29 @@ def test_randomized_domain_stores_each_episode_spec(tmp_path):
 
 
 def test_random_policy_is_seeded_per_episode_and_noise_is_clipped():
-    low, high = -np.ones(6, dtype=np.float32), np.ones(6, dtype=np.float32)
+    env = SimpleNamespace(action_space=gym.spaces.Box(-1.0, 1.0, (6,), np.float32))
     obs = np.zeros((SIZE, SIZE, 9), dtype=np.uint8)
-    act = make_actor(TINY, None, low, high)
+    act = make_actor(TINY, None, env)
     draws = [act(obs, np.random.default_rng([7, 0])) for _ in range(2)]
     np.testing.assert_array_equal(draws[0], draws[1])
     assert not np.array_equal(draws[0], act(obs, np.random.default_rng([7, 1])))
-    noisy = make_actor(replace(TINY, noise=5.0), lambda o: np.full(6, 0.9), low, high)
+    noisy = make_actor(replace(TINY, noise=5.0), lambda o: np.full(6, 0.9), env)
     actions = np.stack([noisy(obs, np.random.default_rng(i)) for i in range(50)])
     assert actions.min() == -1.0 and actions.max() == 1.0 and actions.dtype == np.float32
+
+
+def test_state_teacher_drives_collection_from_the_true_state(tmp_path):
+    from stable_baselines3 import PPO
+
+    from rlcyclegan.agents.teacher import load_teacher
+
+    PPO("MlpPolicy", gym.make("HalfCheetah-v5"), seed=0, device="cpu").save(tmp_path / "teacher.zip")
+    collect(replace(TINY, out=tmp_path / "ds", policy=str(tmp_path / "teacher.zip"), episodes=1), progress=False)
+    episode = read_episode(list_shards(tmp_path / "ds")[0], 0)
+    states = np.concatenate([episode.qpos[:-1, 1:], episode.qvel[:-1]], axis=1)  # what the teacher saw
+    expected = np.clip(load_teacher(tmp_path / "teacher.zip", device="cpu").act(states), -1, 1)
+    np.testing.assert_allclose(episode.actions, expected, atol=1e-5)
+    assert RolloutDataset(tmp_path / "ds", 3).metadata["collection"]["policy"]["privileged"] is True
 
 
 def test_unpicklable_callable_with_workers_is_refused(tmp_path):

@@ -168,6 +168,19 @@ def test_rl_scene_loss_is_zero_for_identity_generators_and_one_q_network(data):
     assert rl_scene_loss(*q._replace(q_x_translated=q.q_x_translated + 1)).item() > 0
 
 
+def test_rl_scene_loss_measures_q_values_in_units_of_the_q_scale(data, tmp_path):
+    from rlcyclegan.agents.q_network import PixelQNetwork, save_q
+
+    for domain, scale in (("sim", 30.0), ("real", 10.0)):
+        save_q(PixelQNetwork(STACK, 6, SIZE, 8, 8, 4, value_scale=scale), tmp_path / f"{domain}.safetensors")
+    inits = (f"q.init_sim={tmp_path / 'sim.safetensors'}", f"q.init_real={tmp_path / 'real.safetensors'}")
+    q = trainer_module.SceneQ(*(torch.tensor([float(v)]) for v in (0, 4, 0, 0, 0, 0)))  # one gap of 4
+    assert make_trainer(tiny(*inits)).scene_q_scale == 20.0  # the mean of the two value scales
+    assert make_trainer(tiny(*inits))._scene_loss(q).item() == pytest.approx(2 * (4 / 20) ** 2)
+    assert make_trainer(tiny(*inits, "loss.rl_scene_q_scale=2"))._scene_loss(q).item() == pytest.approx(2 * 2.0**2)
+    assert make_trainer(tiny()).scene_q_scale == 1.0  # fresh Q-networks: raw values
+
+
 def test_plain_cyclegan_builds_no_q_networks(data):
     trainer = make_trainer(tiny("loss.lambda_rl=0", "loss.lambda_rl_scene=0"))
     assert trainer.critics is None and trainer.opt_Q is None

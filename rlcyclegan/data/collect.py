@@ -62,7 +62,10 @@ class CollectConfig:
     domain: str = "sim"
     """A shipped domain name (sim, real, randomized) or a domain spec file."""
     policy: str = "random"
-    """``random`` (uniform actions) or the path of a saved policy."""
+    """``random`` (uniform actions), the path of a saved pixel policy, or the path of a state teacher (an SB3
+    zip over the 17-dim HalfCheetah state). A teacher is a privileged behaviour policy: it reads the env's
+    true state, as a scripted or hand-tuned controller would in a real deployment. Only the actions and
+    frames it produces reach the dataset."""
     episodes: int = 10
     """Total episodes the dataset should hold (ids 0 .. episodes-1)."""
     noise: float = 0.0
@@ -190,7 +193,12 @@ def _resolve_frame_stack(config: CollectConfig, policy: PolicyFn | None) -> int:
     """The frame stack the behaviour policy sees; a saved policy's observation space fixes it and the image size."""
     if policy is not None or config.policy == "random":
         return config.frame_stack or 3
-    height, _, channels = _load_saved_policy(config.policy).observation_space.shape  # (H, W, 3k)
+    from rlcyclegan.agents.teacher import Teacher
+
+    saved = _load_saved_policy(config.policy)
+    if isinstance(saved, Teacher):
+        return config.frame_stack or 3
+    height, _, channels = saved.observation_space.shape  # (H, W, 3k)
     if height != config.image_size:
         raise ConfigError(f"policy {config.policy} sees {height}x{height} frames; pass --image-size {height}")
     if config.frame_stack not in (None, channels // 3):
@@ -200,11 +208,13 @@ def _resolve_frame_stack(config: CollectConfig, policy: PolicyFn | None) -> int:
 
 
 def _load_saved_policy(path: str) -> Any:
+    """A pixel policy, or a :class:`Teacher` when ``path`` is an SB3 zip over the true state."""
     if not Path(path).exists():
         raise FileNotFoundError(f"policy not found: {path} (use --policy random or the path of a saved policy)")
     from rlcyclegan.agents import load_policy
+    from rlcyclegan.agents.teacher import is_state_model, load_teacher
 
-    return load_policy(path)
+    return load_teacher(path, device="cpu") if is_state_model(path) else load_policy(path)
 
 
 def _policy_description(config: CollectConfig, policy: PolicyFn | None) -> dict[str, Any]:
@@ -215,6 +225,10 @@ def _policy_description(config: CollectConfig, policy: PolicyFn | None) -> dict[
         description = {"kind": "random"}
     else:
         description = {"kind": "saved", "path": str(Path(config.policy).resolve()), "deterministic": True}
+        if Path(config.policy).suffix == ".zip":
+            from rlcyclegan.agents.teacher import is_state_model
+
+            description["privileged"] = is_state_model(config.policy)
     return {**description, "noise": config.noise}
 
 
@@ -265,9 +279,9 @@ def _short(value: Any) -> str:
     return repr(value)
 
 
-def make_actor(config: CollectConfig, policy: PolicyFn | None, action_low: np.ndarray,
-               action_high: np.ndarray) -> ActFn:
-    """The behaviour policy as ``(obs, episode_rng) -> action``, with noise and clipping applied."""
+def make_actor(config: CollectConfig, policy: PolicyFn | None, env: Any) -> ActFn:
+    """The behaviour policy in ``env`` as ``(obs, episode_rng) -> action``, with noise and clipping applied."""
+    action_low, action_high = env.action_space.low, env.action_space.high
     if policy is not None:
         def base(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             return np.asarray(policy(obs), dtype=np.float32)
@@ -275,10 +289,15 @@ def make_actor(config: CollectConfig, policy: PolicyFn | None, action_low: np.nd
         def base(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             return rng.uniform(action_low, action_high).astype(np.float32)
     else:
-        saved = _load_saved_policy(config.policy)
+        from rlcyclegan.agents.teacher import Teacher, state_observation
 
-        def base(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-            return np.asarray(saved.predict(obs, deterministic=True)[0], dtype=np.float32)
+        saved = _load_saved_policy(config.policy)
+        if isinstance(saved, Teacher):
+            def base(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+                return np.asarray(saved.act(state_observation(env)), dtype=np.float32)
+        else:
+            def base(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+                return np.asarray(saved.predict(obs, deterministic=True)[0], dtype=np.float32)
 
     if config.noise == 0:
         return base
@@ -340,7 +359,7 @@ def _collect_episodes(
     """The loop every worker runs: roll out each id and write its shard."""
     env = _make_env(config, frame_stack)
     try:
-        act = make_actor(config, policy, env.action_space.low, env.action_space.high)
+        act = make_actor(config, policy, env)
         for episode_id in episode_ids:
             if not keep_going():
                 return

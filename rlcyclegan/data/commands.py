@@ -15,7 +15,7 @@ from rlcyclegan.config import ConfigError, from_dict, load_yaml, merge, parse_ov
 _COLLECT_FLAGS: dict[str, tuple[str, type, str]] = {
     "--out": ("out", str, "dataset directory (created, or resumed when it already holds a dataset)"),
     "--domain": ("domain", str, "sim, real, randomized, or a domain spec file"),
-    "--policy": ("policy", str, "'random' or the path of a saved policy"),
+    "--policy": ("policy", str, "'random', a saved pixel policy, or a state teacher zip (privileged: reads the true state)"),
     "--episodes": ("episodes", int, "total episodes the dataset should hold"),
     "--noise": ("noise", float, "std of Gaussian noise added to actions (then clipped to [-1, 1])"),
     "--seed": ("seed", int, "episode i uses env seed SEED+i"),
