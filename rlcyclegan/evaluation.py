@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsFloat
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -34,17 +35,50 @@ from rlcyclegan.wrappers import FrameTranslator, TranslateObservation
 SEED_STRIDE = 100_000
 
 
+class PerfectTranslation(gym.Wrapper):
+    """Shows the policy the true ``sim`` rendering of the env's current state: a perfect real2sim translator,
+    which only an evaluation can have. Its return in ``real`` is what the physics gap alone costs, the
+    ceiling of every translator (the paired oracle included)."""
+
+    def __init__(self, env: gym.Env, domain: str = "sim") -> None:
+        super().__init__(env)
+        shape = env.observation_space.shape
+        assert shape is not None and len(shape) == 3, "PerfectTranslation needs (H, W, 3k) frames"
+        self._renderer = PairedRenderer(load_domain(domain), shape[0])
+        self._stack = np.zeros(shape, dtype=np.uint8)
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        _, info = self.env.reset(**kwargs)
+        frame = self._renderer.render(info["qpos"])
+        self._stack[:] = np.tile(frame, (1, 1, self._stack.shape[-1] // 3))  # like the env: copies of frame 0
+        return self._stack.copy(), info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        _, reward, terminated, truncated, info = self.env.step(action)
+        self._stack[..., :-3] = self._stack[..., 3:]
+        self._stack[..., -3:] = self._renderer.render(info["qpos"])
+        return self._stack.copy(), reward, terminated, truncated, info
+
+    def close(self) -> None:
+        self._renderer.close()
+        super().close()
+
+
+def translated(translator: FrameTranslator) -> Callable[[gym.Env], gym.Env]:
+    """An env wrapper for :func:`condition_returns` that translates with ``translator``."""
+    return lambda env: TranslateObservation(env, translator)
+
+
 def condition_returns(
     policy: PixelPolicy,
     domain: str,
-    translator: FrameTranslator | None,
+    wrapper: Callable[[gym.Env], gym.Env] | None,
     episodes: int,
     seeds: list[int],
     max_episode_steps: int,
     on_episode: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
-    """Returns of ``policy`` in ``domain`` (through ``translator`` if given), summarised over all seeds."""
-    wrapper = (lambda env: TranslateObservation(env, translator)) if translator is not None else None
+    """Returns of ``policy`` in ``domain`` (through ``wrapper``'s observations if given), over all seeds."""
     per_seed = [
         evaluate_policy(policy, domain, episodes, seed=s * SEED_STRIDE, max_episode_steps=max_episode_steps,
                         env_wrapper=wrapper, on_episode=on_episode)

@@ -30,6 +30,8 @@ import numpy as np
 import rlcyclegan
 from rlcyclegan.config import ConfigError, load_config, to_dict
 
+PERFECT = "real + perfect translation (reference)"
+"""The policy shown the true sim rendering of each real state: what the physics gap alone costs."""
 STAGES = ("policy", "data", "q", "translators", "dr", "evaluate")
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
@@ -61,7 +63,9 @@ class PipelineConfig:
     collect_episodes: int = 16
     collect_test_episodes: int = 4
     collect_max_steps: int = 250
-    collect_noise: float = 0.2
+    collect_noise: float = 0.1
+    collect_noise_max: float | None = 0.5
+    """Each rollout episode draws its action-noise std from [collect_noise, collect_noise_max]."""
     behaviour_policy: Literal["teacher", "student"] = "teacher"
     """Who drives the rollouts in both domains: the state teacher (a privileged controller that reads the
     true state, as a working real-world controller or operator would supply the real data) or the sim
@@ -163,12 +167,14 @@ class Pipeline:
 
     # -- stages --------------------------------------------------------------------------------------
 
-    def _train_student(self, domain: str, out: Path) -> None:
+    def _train_student(self, domain: str, out: Path, teacher: Path | None = None) -> None:
         from rlcyclegan.agents.train_policy import PolicyTrainConfig, train_policy
 
         c = self.config
         overrides = [f"domain={domain}", f"out={out}", f"seed={c.seed}", f"device={c.device}",
                      f"image_size={c.image_size}", f"frame_stack={c.frame_stack}", *c.policy_overrides]
+        if teacher is not None:
+            overrides.append(f"teacher_path={teacher}")
         train_policy(load_config(PolicyTrainConfig, c.policy_config, overrides), progress=self.progress)
 
     def stage_policy(self) -> None:
@@ -176,17 +182,22 @@ class Pipeline:
 
     def stage_dr(self) -> None:
         if self.config.dr_policy:
+            # The sim student's own teacher labels DAgger on the randomized domain: the two students then
+            # differ only in the frames they learned from, which is the comparison this condition makes.
             self._timed("dr", self.dr_policy_path.exists(),
-                        lambda: self._train_student("randomized", self.dr_policy_path.parent))
+                        lambda: self._train_student("randomized", self.dr_policy_path.parent, self.teacher_path))
 
     @property
-    def behaviour_path(self) -> Path:
-        """The rollouts' behaviour policy: the student, or the teacher it was trained from (maybe reused)."""
-        if self.config.behaviour_policy == "student":
-            return self.policy_path
+    def teacher_path(self) -> Path:
+        """The state teacher the sim student was trained from (possibly a reused one)."""
         summary = self.policy_path.parent / "summary.json"
         teacher = json.loads(summary.read_text()).get("teacher_path") if summary.exists() else None
         return Path(teacher) if teacher else self.policy_path.parent / "teacher.zip"
+
+    @property
+    def behaviour_path(self) -> Path:
+        """The rollouts' behaviour policy (``behaviour_policy``)."""
+        return self.teacher_path if self.config.behaviour_policy == "teacher" else self.policy_path
 
     def stage_data(self) -> None:
         from rlcyclegan.data.collect import CollectConfig, collect
@@ -207,7 +218,7 @@ class Pipeline:
             for split, (domain, episodes, seed) in plan.items():
                 collect(CollectConfig(
                     out=self.data_path(split), domain=domain, policy=str(self.behaviour_path), episodes=episodes,
-                    noise=c.collect_noise, seed=seed, workers=c.workers, image_size=c.image_size,
+                    noise=c.collect_noise, noise_max=c.collect_noise_max, seed=seed, workers=c.workers, image_size=c.image_size,
                     frame_stack=c.frame_stack, max_steps=c.collect_max_steps,
                 ), progress=self.progress)
 
@@ -285,9 +296,11 @@ class Pipeline:
         from rlcyclegan.envs.commands import image_grid
         from rlcyclegan.evaluation import (
             HeldOutReal,
+            PerfectTranslation,
             condition_returns,
             load_q_pair,
             side_by_side_rows,
+            translated,
             translation_quality,
         )
         from rlcyclegan.segmentation import render_segmentation_set, train_segmenter
@@ -297,10 +310,11 @@ class Pipeline:
         policy = load_policy(self.policy_path, device=c.device)
         translators = {n: FrameTranslator.from_checkpoint(p, "real2sim", device=c.device)
                        for n, p in self.translators_available().items()}
-        conditions: dict[str, tuple[Any, str, FrameTranslator | None]] = {
+        conditions: dict[str, tuple[Any, str, Callable[[Any], Any] | None]] = {
             "sim": (policy, "sim", None),
             "real, no adaptation": (policy, "real", None),
-            **{f"real + {n}": (policy, "real", t) for n, t in translators.items()},
+            **{f"real + {n}": (policy, "real", translated(t)) for n, t in translators.items()},
+            PERFECT: (policy, "real", PerfectTranslation),
         }
         if self.dr_policy_path.exists():
             conditions["real + domain randomization"] = (load_policy(self.dr_policy_path, device=c.device), "real", None)
@@ -313,9 +327,9 @@ class Pipeline:
         torch.set_num_threads(1)
         try:
             with tqdm(total=total, desc="evaluate", unit="ep", disable=not self.progress) as bar:
-                for name, (pol, domain, translator) in conditions.items():
+                for name, (pol, domain, wrapper) in conditions.items():
                     results["returns"][name] = condition_returns(
-                        pol, domain, translator, c.eval_episodes, c.eval_seeds, c.eval_max_steps,
+                        pol, domain, wrapper, c.eval_episodes, c.eval_seeds, c.eval_max_steps,
                         on_episode=lambda *_: bar.update(),
                     )
         finally:
@@ -408,7 +422,7 @@ def _versions() -> dict[str, str]:
 
 def render_returns_table(results: dict[str, Any]) -> str:
     returns = results["returns"]
-    reference = {k: returns[k]["mean"] for k in ("sim", "real + oracle") if k in returns}
+    reference = {k: returns[k]["mean"] for k in ("sim", PERFECT, "real + oracle") if k in returns}
     header = "| condition | mean return | std | 95% CI | episodes |" + "".join(f" % of {k} |" for k in reference)
     lines = [header, "|---|---:|---:|---|---:|" + "---:|" * len(reference)]
     for name, r in returns.items():

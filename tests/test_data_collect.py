@@ -148,13 +148,26 @@ def test_randomized_domain_stores_each_episode_spec(tmp_path):
 def test_random_policy_is_seeded_per_episode_and_noise_is_clipped():
     env = SimpleNamespace(action_space=gym.spaces.Box(-1.0, 1.0, (6,), np.float32))
     obs = np.zeros((SIZE, SIZE, 9), dtype=np.uint8)
-    act = make_actor(TINY, None, env)
-    draws = [act(obs, np.random.default_rng([7, 0])) for _ in range(2)]
+    start = make_actor(TINY, None, env)
+    draws = [start(np.random.default_rng([7, 0]))(obs) for _ in range(2)]
     np.testing.assert_array_equal(draws[0], draws[1])
-    assert not np.array_equal(draws[0], act(obs, np.random.default_rng([7, 1])))
+    assert not np.array_equal(draws[0], start(np.random.default_rng([7, 1]))(obs))
     noisy = make_actor(replace(TINY, noise=5.0), lambda o: np.full(6, 0.9), env)
-    actions = np.stack([noisy(obs, np.random.default_rng(i)) for i in range(50)])
+    actions = np.stack([noisy(np.random.default_rng(i))(obs) for i in range(50)])
     assert actions.min() == -1.0 and actions.max() == 1.0 and actions.dtype == np.float32
+
+
+def test_noise_range_draws_one_std_per_episode():
+    env = SimpleNamespace(action_space=gym.spaces.Box(-100.0, 100.0, (6,), np.float32))
+    obs = np.zeros((SIZE, SIZE, 9), dtype=np.uint8)
+    start = make_actor(replace(TINY, noise=0.1, noise_max=2.0), lambda o: np.zeros(6), env)
+    stds = []
+    for episode in range(6):
+        act = start(np.random.default_rng([7, episode]))
+        stds.append(np.stack([act(obs) for _ in range(400)]).std())
+    assert 0.05 < min(stds) and max(stds) < 2.2 and max(stds) > 2 * min(stds)
+    with pytest.raises(ConfigError, match="noise_max"):
+        replace(TINY, noise=0.5, noise_max=0.1)
 
 
 def test_state_teacher_drives_collection_from_the_true_state(tmp_path):

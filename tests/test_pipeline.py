@@ -10,7 +10,7 @@ import yaml
 
 from rlcyclegan.cli import main
 from rlcyclegan.config import ConfigError, load_config
-from rlcyclegan.pipeline import Pipeline, PipelineConfig, preset_path
+from rlcyclegan.pipeline import PERFECT, Pipeline, PipelineConfig, preset_path
 
 TINY_POLICY = {
     "teacher": {"algo": "ppo", "total_timesteps": 1024, "eval_every": 1024, "eval_episodes": 1,
@@ -52,7 +52,7 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     assert main(["pipeline", "--config", str(config_path), "--out", str(run), "--no-progress"]) == 0
     results = json.loads((run / "results.json").read_text())
     assert set(results["returns"]) == {"sim", "real, no adaptation", "real + cyclegan", "real + rlcyclegan",
-                                       "real + oracle"}
+                                       "real + oracle", PERFECT}
     for condition in results["returns"].values():
         assert condition["n"] == 1 and len(condition["returns"]) == 1
     assert {"true sim rendering", "no translation", "cyclegan", "rlcyclegan", "oracle"} <= set(results["translation"])

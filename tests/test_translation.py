@@ -50,6 +50,26 @@ def test_identity_generator_makes_the_wrapper_the_identity() -> None:
     assert identity.frames_seen == 3 + 5
 
 
+def test_perfect_translation_of_sim_into_sim_is_the_env_itself() -> None:
+    from rlcyclegan.evaluation import PerfectTranslation
+
+    env = make_env("sim", image_size=SIZE)
+    wrapped = PerfectTranslation(make_env("sim", image_size=SIZE), "sim")
+    obs, _ = env.reset(seed=3)
+    seen, _ = wrapped.reset(seed=3)
+    np.testing.assert_array_equal(seen, obs)
+    for _ in range(4):  # the stack shifts like the env's own
+        action = env.action_space.sample()
+        obs, *_ = env.step(action)
+        seen, *_ = wrapped.step(action)
+        np.testing.assert_array_equal(seen, obs)
+    real = PerfectTranslation(make_env("real", image_size=SIZE), "sim")
+    raw, _ = make_env("real", image_size=SIZE).reset(seed=3)
+    assert not np.array_equal(real.reset(seed=3)[0], raw)  # real frames are replaced by sim renderings
+    wrapped.close()
+    real.close()
+
+
 def test_wrapper_translates_every_frame_of_the_stack() -> None:
     wrapped = TranslateObservation(make_env("sim", image_size=SIZE), FrameTranslator(Invert(), device="cpu"))
     raw = make_env("sim", image_size=SIZE)

@@ -46,7 +46,8 @@ from rlcyclegan.data.storage import (
 
 PolicyFn = Callable[[np.ndarray], np.ndarray]
 """A behaviour policy as a plain callable: uint8 observation ``(H, W, 3k)`` -> action ``(A,)``."""
-ActFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+StartEpisode = Callable[[np.random.Generator], Callable[[np.ndarray], np.ndarray]]
+"""A behaviour policy with its noise: given an episode's generator, that episode's ``obs -> action``."""
 
 PROGRESS_EVERY = 50
 """Steps between progress reports from a worker (a queue message each)."""
@@ -70,6 +71,9 @@ class CollectConfig:
     """Total episodes the dataset should hold (ids 0 .. episodes-1)."""
     noise: float = 0.0
     """Standard deviation of Gaussian noise added to each action before clipping to the action bounds."""
+    noise_max: float | None = None
+    """If set, each episode draws its noise std uniformly from [noise, noise_max]: behaviour of mixed quality,
+    whose returns spread widely (what a Q-network needs to learn to rank states and actions)."""
     seed: int = 0
     workers: int = 2
     """Worker processes, one renderer each."""
@@ -85,6 +89,8 @@ class CollectConfig:
             raise ConfigError(f"episodes must be at least 1, got {self.episodes}")
         if self.noise < 0:
             raise ConfigError(f"noise must be >= 0, got {self.noise}")
+        if self.noise_max is not None and self.noise_max < self.noise:
+            raise ConfigError(f"noise_max ({self.noise_max}) must be at least noise ({self.noise})")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if self.workers < 1:
@@ -229,7 +235,8 @@ def _policy_description(config: CollectConfig, policy: PolicyFn | None) -> dict[
             from rlcyclegan.agents.teacher import is_state_model
 
             description["privileged"] = is_state_model(config.policy)
-    return {**description, "noise": config.noise}
+    noise = {"noise": config.noise} if config.noise_max is None else {"noise": config.noise, "noise_max": config.noise_max}
+    return {**description, **noise}
 
 
 def _metadata(config: CollectConfig, policy: PolicyFn | None, frame_stack: int) -> dict[str, Any]:
@@ -279,9 +286,11 @@ def _short(value: Any) -> str:
     return repr(value)
 
 
-def make_actor(config: CollectConfig, policy: PolicyFn | None, env: Any) -> ActFn:
-    """The behaviour policy in ``env`` as ``(obs, episode_rng) -> action``, with noise and clipping applied."""
+def make_actor(config: CollectConfig, policy: PolicyFn | None, env: Any) -> StartEpisode:
+    """The behaviour policy in ``env``: ``start(episode_rng)`` gives that episode's ``act(obs) -> action``,
+    with noise (its std drawn once per episode when ``noise_max`` is set) and clipping applied."""
     action_low, action_high = env.action_space.low, env.action_space.high
+    base: Callable[[np.ndarray, np.random.Generator], np.ndarray]
     if policy is not None:
         def base(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             return np.asarray(policy(obs), dtype=np.float32)
@@ -299,23 +308,27 @@ def make_actor(config: CollectConfig, policy: PolicyFn | None, env: Any) -> ActF
             def base(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
                 return np.asarray(saved.predict(obs, deterministic=True)[0], dtype=np.float32)
 
-    if config.noise == 0:
-        return base
+    def start(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+        std = config.noise if config.noise_max is None else rng.uniform(config.noise, config.noise_max)
+        if std == 0:
+            return lambda obs: base(obs, rng)
 
-    def noisy(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        action = base(obs, rng) + config.noise * rng.standard_normal(action_low.shape)
-        return np.clip(action, action_low, action_high).astype(np.float32)
+        def noisy(obs: np.ndarray) -> np.ndarray:
+            action = base(obs, rng) + std * rng.standard_normal(action_low.shape)
+            return np.clip(action, action_low, action_high).astype(np.float32)
 
-    return noisy
+        return noisy
+
+    return start
 
 
 def rollout_episode(
-    env: Any, act: ActFn, episode_id: int, seed: int, report: Callable[[int], None] = lambda n: None
+    env: Any, start: StartEpisode, episode_id: int, seed: int, report: Callable[[int], None] = lambda n: None
 ) -> Episode:
     """Run one episode to its end and return it, calling ``report(steps)`` every ``PROGRESS_EVERY`` steps."""
     from rlcyclegan.envs import RandomizedDomain
 
-    rng = episode_rng(seed, episode_id)
+    act = start(episode_rng(seed, episode_id))
     obs, info = env.reset(seed=seed + episode_id)
     limit = env.spec.max_episode_steps
     frames = np.empty((limit + 1, *obs.shape[:2], 3), dtype=np.uint8)  # (T+1, H, W, 3)
@@ -327,7 +340,7 @@ def rollout_episode(
     qvel = np.empty((limit + 1, len(info["qvel"])))
     frames[0], qpos[0], qvel[0] = obs[..., -3:], info["qpos"], info["qvel"]
     for t in range(limit):
-        actions[t] = act(obs, rng)
+        actions[t] = act(obs)
         obs, rewards[t], terminations[t], truncations[t], info = env.step(actions[t])
         frames[t + 1], qpos[t + 1], qvel[t + 1] = obs[..., -3:], info["qpos"], info["qvel"]
         if (t + 1) % PROGRESS_EVERY == 0:

@@ -18,6 +18,7 @@ _COLLECT_FLAGS: dict[str, tuple[str, type, str]] = {
     "--policy": ("policy", str, "'random', a saved pixel policy, or a state teacher zip (privileged: reads the true state)"),
     "--episodes": ("episodes", int, "total episodes the dataset should hold"),
     "--noise": ("noise", float, "std of Gaussian noise added to actions (then clipped to [-1, 1])"),
+    "--noise-max": ("noise_max", float, "draw each episode's noise std uniformly from [--noise, --noise-max]"),
     "--seed": ("seed", int, "episode i uses env seed SEED+i"),
     "--workers": ("workers", int, "worker processes, one renderer each"),
     "--image-size": ("image_size", int, "side of the square frames in pixels"),
@@ -72,7 +73,7 @@ def describe(path: str | Path) -> list[str]:
         f"dataset      {dataset.path}",
         f"domain       {dataset.domain_name} ({collection['domain']['kind']})",
         f"policy       {' '.join(str(policy[k]) for k in ('kind', 'path', 'name') if k in policy)}, "
-        f"action noise {policy['noise']:g}",
+        f"action noise {policy['noise']:g}" + (f" to {policy['noise_max']:g} per episode" if "noise_max" in policy else ""),
         f"episodes     {dataset.num_episodes} (ids {ids.min()}..{ids.max()}), {lengths.sum()} steps, "
         f"{dataset.num_transitions} usable transitions",
         f"frames       {dataset.num_frames} at {dataset.image_size}x{dataset.image_size}, stored one per step",
