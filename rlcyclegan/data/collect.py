@@ -231,12 +231,12 @@ def _policy_description(config: CollectConfig, policy: PolicyFn | None) -> dict[
         description = {"kind": "random"}
     else:
         description = {"kind": "saved", "path": str(Path(config.policy).resolve()), "deterministic": True}
-        if Path(config.policy).suffix == ".zip":
-            from rlcyclegan.agents.teacher import is_state_model
+        from rlcyclegan.agents.teacher import is_state_model
 
-            description["privileged"] = is_state_model(config.policy)
-    noise = {"noise": config.noise} if config.noise_max is None else {"noise": config.noise, "noise_max": config.noise_max}
-    return {**description, **noise}
+        if is_state_model(config.policy):
+            description["privileged"] = True
+    noise_range = {} if config.noise_max is None else {"noise_max": config.noise_max}
+    return {**description, "noise": config.noise, **noise_range}
 
 
 def _metadata(config: CollectConfig, policy: PolicyFn | None, frame_stack: int) -> dict[str, Any]:
@@ -372,11 +372,11 @@ def _collect_episodes(
     """The loop every worker runs: roll out each id and write its shard."""
     env = _make_env(config, frame_stack)
     try:
-        act = make_actor(config, policy, env)
+        start = make_actor(config, policy, env)
         for episode_id in episode_ids:
             if not keep_going():
                 return
-            episode = rollout_episode(env, act, episode_id, config.seed, report)
+            episode = rollout_episode(env, start, episode_id, config.seed, report)
             write_episode(Path(config.out), episode, config.compression)
             finished(episode_id, episode.num_steps)
     finally:
