@@ -14,7 +14,10 @@
    (channels-last is left to its default: on an AVX2 CPU it was measured slower for these networks.)
 
 Prints images/s (frames through the translator per second: 2 domains x batch x frame stack per iteration),
-the ratios, and how far the first iterations' losses of each way are from the plain loop's.
+the ratios, and how far the first iterations' losses of each way are from the plain loop's. It also counts the
+floating-point operations of one iteration (``torch.utils.flop_counter``) and times a large fp32 matrix product
+at the same thread count: each way's GFLOP/s against that product's shows how much room a faster loop could
+still find on this machine without changing the arithmetic.
 
     python experiments/bench_train.py                 # 64x64, the default networks (compiling takes minutes on 2 cores)
     python experiments/bench_train.py --iterations 2 --no-compile
@@ -171,6 +174,30 @@ def relative_gaps(reference: list[dict[str, float]], other: list[dict[str, float
             for r, o in zip(reference[:iterations], other[:iterations], strict=True)]
 
 
+def iteration_flops(plain: "PlainLoop", sim: TransitionBatch, real: TransitionBatch) -> int:
+    """Floating-point operations of one plain iteration (forward and backward); ours does the same arithmetic."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        plain.step(sim, real)
+    return counter.get_total_flops()
+
+
+def matmul_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
+    """What this CPU sustains on a large fp32 matrix product: the practical ceiling for conv-bound training."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        seconds.append(time.perf_counter() - start)
+    torch.set_num_threads(previous)
+    return 2 * size**3 / min(seconds) / 1e9
+
+
 def collect_data(root: Path, image_size: int) -> tuple[Path, Path]:
     from rlcyclegan.data.collect import CollectConfig, collect
 
@@ -235,6 +262,8 @@ def main() -> None:
                 batches.close()
 
         ways = args.ways.split(",")
+        flops = iteration_flops(PlainLoop(default, args.image_size, args.frame_stack, action_dim), *next(synchronous()))
+        ceiling = matmul_gflops(threads)
         plain = PlainLoop(default, args.image_size, args.frame_stack, action_dim)
         results = [time_loop("plain", plain.step, synchronous(), n, 1)]  # always: the reference for ratios
         if threads != plain_threads:  # separates what the thread choice buys from what the code buys
@@ -248,15 +277,18 @@ def main() -> None:
             results.append(trainer_way("all", every, warmup_all))
 
     base_rate = results[0].images_per_s(frames)
-    print(f"\n{'way':<11}{'images/s':>10}{'x plain':>9}{'median s/it':>13}{'first its (s)':>16}   relative loss gap to "
-          f"plain, iterations 1..{args.agree}")
+    print(f"\none iteration: {flops / 1e9:.1f} GFLOP; a 2048x2048 fp32 matrix product at {threads} thread(s): "
+          f"{ceiling:.0f} GFLOP/s")
+    print(f"{'way':<11}{'images/s':>10}{'x plain':>9}{'median s/it':>13}{'GFLOP/s':>9}{'of matmul':>11}"
+          f"{'first its (s)':>16}   relative loss gap to plain, iterations 1..{args.agree}")
     for r in results:
         rate = r.images_per_s(frames)
+        median = statistics.median(r.step_seconds[r.warmup:])
         first = ", ".join(f"{s:.1f}" for s in r.step_seconds[: r.warmup])
         gaps = relative_gaps(results[0].losses, r.losses, args.agree)
         gap = "-" if r is results[0] else ", ".join(f"{g:.1e}" for g in gaps)
-        print(f"{r.name:<11}{rate:>10.2f}{rate / base_rate:>9.2f}{statistics.median(r.step_seconds[r.warmup:]):>13.2f}"
-              f"{first:>16}   {gap}")
+        print(f"{r.name:<11}{rate:>10.2f}{rate / base_rate:>9.2f}{median:>13.2f}{flops / median / 1e9:>9.1f}"
+              f"{flops / median / 1e9 / ceiling:>11.0%}{first:>16}   {gap}")
     if args.compile and results[-1].name == "all":
         compile_s = sum(results[-1].step_seconds[: results[-1].warmup]) - results[-1].warmup * statistics.median(
             results[-1].step_seconds[results[-1].warmup:])

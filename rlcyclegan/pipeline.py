@@ -4,6 +4,11 @@ Each stage writes its outputs under the run directory and is skipped when they e
 it), so any stage can be re-run alone and an interrupted pipeline resumes where it stopped. Stage wall
 times accumulate in ``stages.json`` and end up in ``results.json``.
 
+Independent trainings (the two Q-networks; the translators and the domain-randomized student; the
+evaluation conditions) run as ``jobs`` processes at once, one torch thread each. On a 2-core CPU that
+is the cheap way to use both cores: small batch-1 networks gain little from a second OpenMP thread
+(which spin-waits as soon as anything else runs), while a second process doubles the throughput.
+
 Layout of ``RUN``::
 
     policy/student.safetensors      the sim-trained pixel policy (teacher + DAgger)
@@ -17,10 +22,13 @@ Layout of ``RUN``::
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import platform
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +40,8 @@ from rlcyclegan.config import ConfigError, load_config, to_dict
 
 PERFECT = "real + perfect translation (reference)"
 """The policy shown the true sim rendering of each real state: what the physics gap alone costs."""
-STAGES = ("policy", "data", "q", "translators", "dr", "evaluate")
+STAGES = ("policy", "data", "q", "translators", "evaluate")
+"""``translators`` also trains the domain-randomized student (``dr_policy``): both are independent trainings."""
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
 
@@ -72,6 +81,10 @@ class PipelineConfig:
     student. The student fails in ``real``, so its real data shows a cheetah on its back: poses the sim
     data never has, which a translator must then invent, and returns too uniform for Q_real to rank."""
     workers: int = 2
+    """Rendering processes per collection."""
+    jobs: int = 2
+    """Independent trainings and evaluation conditions run this many at once, as processes with one torch
+    thread each (1: one after another, in this process, with progress bars)."""
     q_config: Path = EXPERIMENTS / "q_quick.yaml"
     q_overrides: list[str] = field(default_factory=list)
     translators: dict[str, TranslatorRun] = field(default_factory=dict)
@@ -88,7 +101,7 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         for name in ("collect_episodes", "collect_test_episodes", "collect_max_steps", "eval_episodes",
-                     "held_out_frames", "segmenter_frames", "workers", "image_size", "frame_stack"):
+                     "held_out_frames", "segmenter_frames", "workers", "jobs", "image_size", "frame_stack"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.eval_seeds:
@@ -115,6 +128,72 @@ def preset_path(preset: str) -> Path:
     return path
 
 
+@dataclass
+class Job:
+    """One independent piece of work, ``work(*args)``; picklable (module-level ``work``) to run in a worker."""
+
+    name: str
+    work: Callable[..., Any]
+    args: tuple = ()
+
+
+def _timed_call(work: Callable[..., Any], args: tuple, threads: int = 0) -> tuple[Any, float]:
+    """``work(*args)`` and its wall time; in a worker process, with ``threads`` torch threads."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    return work(*args), time.perf_counter() - start
+
+
+class _Deferred:
+    """A job run in this process when its result is asked for: the in-process twin of a ``Future``."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def result(self) -> tuple[Any, float]:
+        return _timed_call(self.job.work, self.job.args)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """An evaluation condition, by paths (so a worker process can load it): policy, domain, what it sees."""
+
+    policy: Path
+    domain: str
+    translator: Path | None = None
+    """A translator run directory: the policy sees F(real frame)."""
+    perfect: bool = False
+    """The policy sees the true sim rendering of each real state."""
+
+
+def condition_returns_of(condition: Condition, episodes: int, seeds: list[int], max_steps: int, device: str,
+                         on_episode: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Returns of ``condition`` (see ``rlcyclegan.evaluation.condition_returns``).
+
+    Batch-1 policy and translator inference: one torch thread does it, and extra OpenMP threads spin-wait
+    as soon as another job shares the cores (measured: 54 s instead of ~6 s per 500-step episode).
+    """
+    import torch
+
+    from rlcyclegan.agents.policies import load_policy
+    from rlcyclegan.evaluation import PerfectTranslation, condition_returns, translated
+    from rlcyclegan.wrappers import FrameTranslator
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        wrapper = (PerfectTranslation if condition.perfect else
+                   translated(FrameTranslator.from_checkpoint(condition.translator, "real2sim", device=device))
+                   if condition.translator is not None else None)
+        return condition_returns(load_policy(condition.policy, device=device), condition.domain, wrapper, episodes,
+                                 seeds, max_steps, on_episode=on_episode)
+    finally:
+        torch.set_num_threads(threads)
+
+
 class Pipeline:
     """Runs the stages of one pipeline configuration in ``run_dir``."""
 
@@ -128,6 +207,11 @@ class Pipeline:
 
     # -- bookkeeping ---------------------------------------------------------------------------------
 
+    def _record(self, name: str, seconds: float) -> None:
+        times = json.loads(self._times_path.read_text()) if self._times_path.exists() else {}
+        times[name] = round(seconds, 1)
+        self._times_path.write_text(json.dumps(times, indent=2))
+
     def _timed(self, stage: str, done: bool, work: Callable[[], Any]) -> None:
         if done and not self.force:
             print(f"[{stage}] outputs exist, skipped (--force redoes it)")
@@ -135,10 +219,50 @@ class Pipeline:
         print(f"[{stage}] running")
         start = time.perf_counter()
         work()
-        times = json.loads(self._times_path.read_text()) if self._times_path.exists() else {}
-        times[stage] = round(time.perf_counter() - start, 1)
-        self._times_path.write_text(json.dumps(times, indent=2))
-        print(f"[{stage}] done in {times[stage]:.0f} s")
+        self._record(stage, time.perf_counter() - start)
+        print(f"[{stage}] done in {time.perf_counter() - start:.0f} s")
+
+    def _parallel(self, count: int) -> bool:
+        """Whether ``count`` jobs run as worker processes (else in this process, one after another)."""
+        return self.config.jobs > 1 and count > 1
+
+    def _run_jobs(self, jobs: list[Job]) -> dict[str, Any]:
+        """Runs ``jobs``, ``config.jobs`` at a time; records each one's wall time; returns results by job name.
+
+        A failing job does not stop the others (their outputs are worth keeping); the first failure is
+        raised once they are done.
+        """
+        from tqdm import tqdm
+
+        results: dict[str, Any] = {}
+        errors: list[Exception] = []
+        parallel = self._parallel(len(jobs))
+        with contextlib.ExitStack() as stack:
+            if parallel:
+                # spawn, not fork: MuJoCo's EGL contexts and OpenMP thread pools do not survive a fork
+                pool = stack.enter_context(ProcessPoolExecutor(min(self.config.jobs, len(jobs)),
+                                                               mp_context=multiprocessing.get_context("spawn")))
+                futures = {pool.submit(_timed_call, job.work, job.args, 1): job.name for job in jobs}
+                outcomes = ((futures[f], f) for f in as_completed(futures))
+                bar = stack.enter_context(tqdm(total=len(jobs), desc=f"{len(jobs)} jobs, {self.config.jobs} at a time",
+                                               unit="job", disable=not self.progress))
+            else:  # in this process, one after another: each job shows its own progress
+                outcomes = ((job.name, _Deferred(job)) for job in jobs)
+                bar = None
+            for name, outcome in outcomes:
+                try:
+                    results[name], seconds = outcome.result()
+                except Exception as error:  # reported with the job's name; the others run on
+                    errors.append(error)
+                    print(f"[{name}] failed: {error}")
+                    continue
+                self._record(name, seconds)
+                print(f"[{name}] done in {seconds:.0f} s")
+                if bar is not None:
+                    bar.update()
+        if errors:
+            raise errors[0]
+        return results
 
     def run(self, stages: tuple[str, ...] = STAGES) -> None:
         for stage in stages:
@@ -167,25 +291,23 @@ class Pipeline:
 
     # -- stages --------------------------------------------------------------------------------------
 
-    def _train_student(self, domain: str, out: Path, teacher: Path | None = None) -> None:
-        from rlcyclegan.agents.train_policy import PolicyTrainConfig, train_policy
+    def _student_config(self, domain: str, out: Path, teacher: Path | None = None, threads: int = 0) -> Any:
+        from rlcyclegan.agents.train_policy import PolicyTrainConfig
 
         c = self.config
         overrides = [f"domain={domain}", f"out={out}", f"seed={c.seed}", f"device={c.device}",
-                     f"image_size={c.image_size}", f"frame_stack={c.frame_stack}", *c.policy_overrides]
+                     f"image_size={c.image_size}", f"frame_stack={c.frame_stack}"]
+        if threads:
+            overrides.append(f"torch_threads={threads}")
         if teacher is not None:
             overrides.append(f"teacher_path={teacher}")
-        train_policy(load_config(PolicyTrainConfig, c.policy_config, overrides), progress=self.progress)
+        return load_config(PolicyTrainConfig, c.policy_config, [*overrides, *c.policy_overrides])
 
     def stage_policy(self) -> None:
-        self._timed("policy", self.policy_path.exists(), lambda: self._train_student("sim", self.policy_path.parent))
+        from rlcyclegan.agents.train_policy import train_policy
 
-    def stage_dr(self) -> None:
-        if self.config.dr_policy:
-            # The sim student's own teacher labels DAgger on the randomized domain: the two students then
-            # differ only in the frames they learned from, which is the comparison this condition makes.
-            self._timed("dr", self.dr_policy_path.exists(),
-                        lambda: self._train_student("randomized", self.dr_policy_path.parent, self.teacher_path))
+        self._timed("policy", self.policy_path.exists(),
+                    lambda: train_policy(self._student_config("sim", self.policy_path.parent), progress=self.progress))
 
     @property
     def teacher_path(self) -> Path:
@@ -228,28 +350,41 @@ class Pipeline:
         from rlcyclegan.agents.q_training import QTrainConfig, run_train_q
 
         c = self.config
+        parallel = self._parallel(2)
 
         def work() -> None:
-            summary = {}
+            jobs = []
             for domain in ("sim", "real"):
                 overrides = [f"data={self.data_path(domain)}", f"out={self.q_dir / domain}", f"seed={c.seed}",
-                             f"device={c.device}", f"frame_stack={c.frame_stack}", *c.q_overrides]
-                summary[domain] = run_train_q(load_config(QTrainConfig, c.q_config, overrides), progress=self.progress)
+                             f"device={c.device}", f"frame_stack={c.frame_stack}",
+                             *(["torch_threads=1"] if parallel else []), *c.q_overrides]
+                config = load_config(QTrainConfig, c.q_config, overrides)
+                jobs.append(Job(f"q:{domain}", run_train_q, (config, self.progress and not parallel)))
+            results = self._run_jobs(jobs)
+            summary = {domain: results[f"q:{domain}"] for domain in ("sim", "real")}
             (self.q_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
         self._timed("q", (self.q_dir / "summary.json").exists(), work)
 
     def stage_translators(self) -> None:
+        """Every translator, and the domain-randomized student (``dr_policy``): independent trainings."""
+        import shutil
+
+        from rlcyclegan.agents.train_policy import train_policy
         from rlcyclegan.train_config import TrainConfig
+        from rlcyclegan.train_loop import train
 
         c = self.config
+        parallel = self._parallel(len(c.translators) + c.dr_policy)
+        progress = self.progress and not parallel
+        jobs = []
         for name, run in c.translators.items():
             overrides = [
                 f"exp_name={name}", f"run_dir={self.translator_dir(name)}", f"seed={c.seed}",
                 f"data.sim={self.data_path('sim')}", f"data.real={self.data_path('real')}",
                 f"data.image_size={c.image_size}", f"speed.device={c.device}",
                 f"q.init_sim={self.q_dir / 'sim' / 'q.safetensors'}", f"q.init_real={self.q_dir / 'real' / 'q.safetensors'}",
-                *c.translator_overrides, *run.overrides,
+                *(["speed.threads=1"] if parallel else []), *c.translator_overrides, *run.overrides,
             ]
             if run.paired:
                 from rlcyclegan.data.paired import rerender_dataset
@@ -257,19 +392,22 @@ class Pipeline:
                 overrides.append(f"data.paired_real={rerender_dataset(self.data_path('real'), self.data_path('real_as_sim'))}")
             config = load_config(TrainConfig, run.config, overrides)
             done = self.translator_iterations(name)
-            self._timed(f"translator:{name}", done is not None and done >= config.iterations,
-                        lambda config=config, name=name, done=done: self._train_translator(config, name, done))
-
-    def _train_translator(self, config: Any, name: str, done: int | None) -> None:
-        """Train from scratch, or resume a run that an interruption left at ``done`` iterations."""
-        import shutil
-
-        from rlcyclegan.train_loop import train
-
-        if self.force:
-            shutil.rmtree(self.translator_dir(name), ignore_errors=True)
-            done = None
-        train(config, resume=done is not None, progress=self.progress)
+            if done is not None and done >= config.iterations and not self.force:
+                print(f"[translator:{name}] outputs exist, skipped (--force redoes it)")
+                continue
+            if self.force:
+                shutil.rmtree(self.translator_dir(name), ignore_errors=True)
+                done = None
+            # a run that an interruption left short of its iterations resumes from its latest checkpoint
+            jobs.append(Job(f"translator:{name}", train, (config, done is not None, progress)))
+        if c.dr_policy and (self.force or not self.dr_policy_path.exists()):
+            # The sim student's own teacher labels DAgger on the randomized domain: the two students then
+            # differ only in the frames they learned from, which is the comparison this condition makes.
+            config = self._student_config("randomized", self.dr_policy_path.parent, self.teacher_path,
+                                          threads=1 if parallel else 0)
+            jobs.append(Job("student:randomized", train_policy, (config, progress)))
+        if jobs:
+            self._timed("translators", False, lambda: self._run_jobs(jobs))
 
     def translator_iterations(self, name: str) -> int | None:
         """Iterations in translator ``name``'s latest checkpoint (``None``: no checkpoint yet)."""
@@ -287,76 +425,34 @@ class Pipeline:
         return {n: self.translator_dir(n) for n in self.config.translators if self.has_translator(n)}
 
     def evaluate(self) -> dict[str, Any]:
-        import imageio.v3 as iio
+        """Every condition's returns, translation quality and videos (as jobs); writes results and report."""
         import torch
         from tqdm import tqdm
 
-        from rlcyclegan.agents.policies import load_policy
-        from rlcyclegan.data.loaders import RolloutDataset
-        from rlcyclegan.envs.commands import image_grid
-        from rlcyclegan.evaluation import (
-            HeldOutReal,
-            PerfectTranslation,
-            condition_returns,
-            load_q_pair,
-            side_by_side_rows,
-            translated,
-            translation_quality,
-        )
-        from rlcyclegan.segmentation import render_segmentation_set, train_segmenter
-        from rlcyclegan.wrappers import FrameTranslator
-
         c = self.config
-        policy = load_policy(self.policy_path, device=c.device)
-        translators = {n: FrameTranslator.from_checkpoint(p, "real2sim", device=c.device)
-                       for n, p in self.translators_available().items()}
-        conditions: dict[str, tuple[Any, str, Callable[[Any], Any] | None]] = {
-            "sim": (policy, "sim", None),
-            "real, no adaptation": (policy, "real", None),
-            **{f"real + {n}": (policy, "real", translated(t)) for n, t in translators.items()},
-            PERFECT: (policy, "real", PerfectTranslation),
+        conditions = {
+            "sim": Condition(self.policy_path, "sim"),
+            "real, no adaptation": Condition(self.policy_path, "real"),
+            **{f"real + {n}": Condition(self.policy_path, "real", translator=p)
+               for n, p in self.translators_available().items()},
+            PERFECT: Condition(self.policy_path, "real", perfect=True),
         }
         if self.dr_policy_path.exists():
-            conditions["real + domain randomization"] = (load_policy(self.dr_policy_path, device=c.device), "real", None)
+            conditions["real + domain randomization"] = Condition(self.dr_policy_path, "real")
 
-        results: dict[str, Any] = {"returns": {}, "translation": {}}
+        jobs = [Job("evaluate:translation quality", self.translation_quality)]  # the longest job first
+        parallel = self._parallel(len(conditions) + 2)
         total = len(conditions) * c.eval_episodes * len(c.eval_seeds)
-        # Batch-1 policy and translator inference: one thread does it, and extra OpenMP threads spin-wait as
-        # soon as another job shares the cores (measured: 54 s instead of ~6 s per 500-step episode).
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with tqdm(total=total, desc="evaluate", unit="ep", disable=not self.progress) as bar:
-                for name, (pol, domain, wrapper) in conditions.items():
-                    results["returns"][name] = condition_returns(
-                        pol, domain, wrapper, c.eval_episodes, c.eval_seeds, c.eval_max_steps,
-                        on_episode=lambda *_: bar.update(),
-                    )
-        finally:
-            torch.set_num_threads(threads)
+        with tqdm(total=total, desc="evaluate", unit="ep", disable=not self.progress or parallel) as bar:
+            on_episode = None if parallel else (lambda *_: bar.update())
+            jobs += [Job(f"evaluate:{name}", condition_returns_of,
+                         (condition, c.eval_episodes, c.eval_seeds, c.eval_max_steps, c.device, on_episode))
+                     for name, condition in conditions.items()]
+            jobs.append(Job("evaluate:videos", self.record_videos))
+            done = self._run_jobs(jobs)
 
-        # Translation quality on held-out real states, against their true sim renderings.
-        held_out = HeldOutReal(RolloutDataset(self.data_path("real_test"), frame_stack=c.frame_stack),
-                               c.held_out_frames, seed=c.seed)
-        sim_train = RolloutDataset(self.data_path("sim"), frame_stack=c.frame_stack)
-        rng = np.random.default_rng(c.seed)
-        qpos, _ = sim_train.true_states(sim_train.sample_indices(c.segmenter_frames, rng))
-        from rlcyclegan.envs import load_domain
-
-        seg_images, seg_labels = render_segmentation_set(load_domain("sim"), qpos, c.image_size)
-        segmenter = train_segmenter(seg_images, seg_labels, steps=c.segmenter_steps, seed=c.seed)
-        q_sim, q_real = load_q_pair(self.q_dir) if (self.q_dir / "summary.json").exists() else (None, None)
-        results["translation"]["true sim rendering"] = translation_quality(
-            None, _with_frames(held_out, held_out.true_sim), segmenter)
-        results["translation"]["no translation"] = translation_quality(None, held_out, segmenter, q_sim, q_real)
-        for name, translator in translators.items():
-            results["translation"][name] = translation_quality(translator, held_out, segmenter, q_sim, q_real)
-
-        columns = 2 + len(translators)
-        iio.imwrite(self.run_dir / "translations.png",
-                    image_grid(side_by_side_rows(translators, held_out, c.grid_rows), columns=columns, scale=2))
-        self._videos(policy, translators)
-
+        results: dict[str, Any] = {"returns": {name: done[f"evaluate:{name}"] for name in conditions},
+                                   "translation": done["evaluate:translation quality"]}
         if (self.q_dir / "summary.json").exists():
             results["q_networks"] = json.loads((self.q_dir / "summary.json").read_text())
         policy_summary = self.policy_path.parent / "summary.json"
@@ -373,17 +469,55 @@ class Pipeline:
         (self.run_dir / "report.md").write_text(render_report(results, self.run_dir))
         return results
 
-    def _videos(self, policy: Any, translators: dict[str, Any]) -> None:
+    def _translators(self) -> dict[str, Any]:
+        from rlcyclegan.wrappers import FrameTranslator
+
+        return {n: FrameTranslator.from_checkpoint(p, "real2sim", device=self.config.device)
+                for n, p in self.translators_available().items()}
+
+    def translation_quality(self) -> dict[str, dict[str, float]]:
+        """Each translator's F(y) on held-out real states against their true sim renderings (L1, PSNR, SSIM,
+        FCN-score, Q-consistency); also writes ``translations.png``."""
+        import imageio.v3 as iio
+
+        from rlcyclegan.data.loaders import RolloutDataset
+        from rlcyclegan.envs import load_domain
+        from rlcyclegan.envs.commands import image_grid
+        from rlcyclegan.evaluation import HeldOutReal, load_q_pair, side_by_side_rows, translation_quality
+        from rlcyclegan.segmentation import render_segmentation_set, train_segmenter
+
+        c = self.config
+        translators = self._translators()
+        held_out = HeldOutReal(RolloutDataset(self.data_path("real_test"), frame_stack=c.frame_stack),
+                               c.held_out_frames, seed=c.seed)
+        sim_train = RolloutDataset(self.data_path("sim"), frame_stack=c.frame_stack)
+        rng = np.random.default_rng(c.seed)
+        qpos, _ = sim_train.true_states(sim_train.sample_indices(c.segmenter_frames, rng))
+        seg_images, seg_labels = render_segmentation_set(load_domain("sim"), qpos, c.image_size)
+        segmenter = train_segmenter(seg_images, seg_labels, steps=c.segmenter_steps, seed=c.seed)
+        q_sim, q_real = load_q_pair(self.q_dir) if (self.q_dir / "summary.json").exists() else (None, None)
+        quality = {
+            "true sim rendering": translation_quality(None, _with_frames(held_out, held_out.true_sim), segmenter),
+            "no translation": translation_quality(None, held_out, segmenter, q_sim, q_real),
+            **{name: translation_quality(t, held_out, segmenter, q_sim, q_real) for name, t in translators.items()},
+        }
+        iio.imwrite(self.run_dir / "translations.png", image_grid(side_by_side_rows(translators, held_out, c.grid_rows),
+                                                                   columns=2 + len(translators), scale=2))
+        return quality
+
+    def record_videos(self) -> None:
         """GIFs of the policy in ``real``: left what the camera sees, right what the policy sees."""
         import imageio.v3 as iio
 
+        from rlcyclegan.agents.policies import load_policy
         from rlcyclegan.envs import make_env
         from rlcyclegan.wrappers import TranslateObservation
 
         c = self.config
+        policy = load_policy(self.policy_path, device=c.device)
         videos = self.run_dir / "videos"
         videos.mkdir(exist_ok=True)
-        for name, translator in {"no_adaptation": None, **translators}.items():
+        for name, translator in {"no_adaptation": None, **self._translators()}.items():
             raw_env = make_env("real", image_size=c.image_size, frame_stack=c.frame_stack)
             env = TranslateObservation(raw_env, translator) if translator is not None else raw_env
             obs, _ = env.reset(seed=c.seed)
@@ -449,8 +583,12 @@ def render_report(results: dict[str, Any], run_dir: Path) -> str:
     if "policy" in results:
         lines += ["## Policy (teacher and DAgger student, in sim)", "", "```", json.dumps(results["policy"], indent=2),
                   "```", ""]
-    lines += ["## Wall time per stage (s)", "", "| stage | seconds |", "|---|---:|"]
-    lines += [f"| {k} | {v:.0f} |" for k, v in results["stage_wall_s"].items()]
+    stages = results["stage_wall_s"]
+    lines += ["## Wall time per stage (s)", "", "Jobs (`stage:name`) ran inside their stage, "
+              f"{results['config'].get('jobs', 1)} at a time; the total adds up the stages only.", "",
+              "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in stages.items()]
+    lines += [f"| **total** | **{sum(v for k, v in stages.items() if ':' not in k):.0f}** |"]
     lines += ["", f"Device: {results['device']}. Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()),
               "", f"Run directory: `{run_dir}`. All figures are in `results.json`."]
     return "\n".join(lines) + "\n"

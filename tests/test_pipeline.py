@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import yaml
 
 from rlcyclegan.cli import main
 from rlcyclegan.config import ConfigError, load_config
-from rlcyclegan.pipeline import PERFECT, Pipeline, PipelineConfig, preset_path
+from rlcyclegan.pipeline import PERFECT, Job, Pipeline, PipelineConfig, preset_path
 
 TINY_POLICY = {
     "teacher": {"algo": "ppo", "total_timesteps": 1024, "eval_every": 1024, "eval_episodes": 1,
@@ -93,3 +94,14 @@ def test_presets_load(tmp_path: Path) -> None:
         config = load_config(PipelineConfig, preset_path(preset))
         assert config.preset == preset and "rlcyclegan" in config.translators
         assert Pipeline(config, tmp_path / preset, progress=False).run_dir.is_dir()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_jobs_return_results_by_name_and_a_failure_does_not_stop_the_others(tmp_path: Path, jobs: int) -> None:
+    pipeline = Pipeline(load_config(PipelineConfig, None, [f"jobs={jobs}"]), tmp_path, progress=False)
+    assert pipeline._run_jobs([Job("root:four", math.sqrt, (16.0,)), Job("root:nine", math.sqrt, (81.0,))]) == {
+        "root:four": 4.0, "root:nine": 9.0}
+    failing = [Job("root:bad", math.sqrt, (-1.0,)), Job("root:two", math.sqrt, (4.0,))]
+    with pytest.raises(ValueError, match="math domain error"):
+        pipeline._run_jobs(failing)
+    assert set(json.loads((tmp_path / "stages.json").read_text())) == {"root:four", "root:nine", "root:two"}
