@@ -76,7 +76,8 @@ def run_train_q(args: argparse.Namespace) -> int:
     print(f"Q ({summary['domain']}): {summary['q_path']}")
     if "spearman" in summary:
         print(f"Spearman(Q, MC return) on {summary['episodes']} held-out episodes: {summary['spearman']:.3f} "
-              f"(steps >= {summary['min_remaining']} from the end), {summary['spearman_all_steps']:.3f} (all steps)")
+              f"(steps >= {summary['min_remaining']} from the end), {summary['spearman_all_steps']:.3f} (all steps), "
+              f"{summary['spearman_within_episodes']:.3f} (within episodes, averaged)")
     return 0
 
 
@@ -95,7 +96,8 @@ def run_eval_q(args: argparse.Namespace) -> int:
     min_remaining = args.min_remaining if args.min_remaining is not None else truncation_horizon(gamma)
     check = q_return_check(q, last_episodes(dataset, args.episodes), gamma, min_remaining, q.frame_stack)
     print(f"Spearman(Q, MC return), gamma {gamma}: {check.spearman:.3f} on {check.steps} steps >= "
-          f"{min_remaining} from the end; {check.spearman_all_steps:.3f} on all steps ({check.episodes} episodes)")
+          f"{min_remaining} from the end; {check.spearman_all_steps:.3f} on all steps ({check.episodes} episodes); "
+          f"{check.spearman_within_episodes:.3f} within episodes, averaged")
     return 0
 
 

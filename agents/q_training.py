@@ -204,6 +204,10 @@ class QCheck:
     spearman_all_steps: float
     steps: int
     episodes: int
+    spearman_within_episodes: float
+    """The mean over episodes of each episode's own correlation (same steps): whether Q follows the return
+    as it changes inside an episode. The pooled figure also rewards telling episodes apart, so it rises with
+    how much the held-out episodes differ from each other, which is luck of the draw with few episodes."""
 
 
 @torch.no_grad()
@@ -232,7 +236,9 @@ def q_return_check(
         raise ValueError("no episodes to check Q against; hold out at least one episode")
     q_all, g_all, mask = np.concatenate(predicted), np.concatenate(returns), np.concatenate(keep)
     kept = spearman(q_all[mask], g_all[mask]) if mask.sum() >= 2 else float("nan")
-    return QCheck(kept, spearman(q_all, g_all), int(mask.sum()), count)
+    within = [spearman(q_e[k], g_e[k]) for q_e, g_e, k in zip(predicted, returns, keep, strict=True) if k.sum() >= 2]
+    return QCheck(kept, spearman(q_all, g_all), int(mask.sum()), count,
+                  float(np.mean(within)) if within else float("nan"))
 
 
 def q_return_correlation(q: PixelQNetwork, dataset: RolloutDataset, gamma: float, episodes: int | None = None,
@@ -363,6 +369,7 @@ def run_train_q(config: QTrainConfig, progress: bool = True) -> dict:
         summary.update(dataclasses.asdict(check), min_remaining=config.horizon())
         writer.add_scalar("q/spearman_mc_return", check.spearman, config.steps)
         writer.add_scalar("q/spearman_mc_return_all_steps", check.spearman_all_steps, config.steps)
+        writer.add_scalar("q/spearman_mc_return_within_episodes", check.spearman_within_episodes, config.steps)
     writer.close()
     summary["peak_memory_mb"] = peak_memory_mb()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -140,6 +140,17 @@ def test_q_return_check_rewards_the_right_ranking_and_skips_truncated_tails() ->
     assert reversed_q.spearman == pytest.approx(-1.0)
 
 
+def test_within_episode_correlation_ignores_how_far_apart_the_episodes_are() -> None:
+    # Two episodes whose returns fall over time, the second one 100 higher throughout. A Q that reads the
+    # step but not the episode gets each episode's order right and their relative level wrong.
+    first = np.linspace(3.0, 1.0, 20)
+    truth = discounted_returns(first, 0.9)
+    check = q_return_check(_ReturnOracle(truth), [_Episode(first), _Episode(first + 100.0)], 0.9, min_remaining=0,
+                           frame_stack=1)
+    assert check.spearman_within_episodes == pytest.approx(1.0)
+    assert check.spearman < 0.9  # pooled, the second episode's much larger returns are ranked with the first's
+
+
 def test_train_q_and_eval_q_commands_on_a_tiny_dataset(tmp_path, capsys) -> None:
     import json
 
