@@ -219,8 +219,9 @@ class Pipeline:
         print(f"[{stage}] running")
         start = time.perf_counter()
         work()
-        self._record(stage, time.perf_counter() - start)
-        print(f"[{stage}] done in {time.perf_counter() - start:.0f} s")
+        seconds = time.perf_counter() - start
+        self._record(stage, seconds)
+        print(f"[{stage}] done in {seconds:.0f} s")
 
     def _parallel(self, count: int) -> bool:
         """Whether ``count`` jobs run as worker processes (else in this process, one after another)."""
