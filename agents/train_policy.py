@@ -56,6 +56,9 @@ class PolicyTrainConfig:
     max_episode_steps: int = 1000
     teacher_path: Path | None = None
     """Reuse this teacher zip instead of training one."""
+    teacher_only: bool = False
+    """Stop after the teacher and its evaluation. The pipeline trains the student later, as one of the jobs
+    beside the translators, which need only the teacher: the student then leaves the critical path."""
     out: Path | None = None
     """Run directory; default ``runs/{env_id}__{exp_name}__{seed}__{time}``."""
     eval_episodes: int = 10
@@ -98,7 +101,8 @@ def _log_iteration(writer: Any, stats: IterationStats, bar: tqdm) -> None:
 
 
 def train_policy(config: PolicyTrainConfig, progress: bool = True) -> dict[str, Any]:
-    """Train (or load) the teacher, train the student by DAgger, evaluate both; write everything to the run dir.
+    """Train (or load) the teacher, then the student by DAgger (unless ``teacher_only``), evaluate them; write
+    everything to the run dir.
 
     Returns:
         The summary also written to ``summary.json``.
@@ -109,7 +113,6 @@ def train_policy(config: PolicyTrainConfig, progress: bool = True) -> dict[str, 
     from torch.utils.tensorboard import SummaryWriter
 
     from rlcyclegan.device import resolve_device
-    from rlcyclegan.envs import make_env
     from rlcyclegan.seeding import seed_everything
 
     if config.teacher_path is not None and not Path(config.teacher_path).is_file():
@@ -143,6 +146,35 @@ def train_policy(config: PolicyTrainConfig, progress: bool = True) -> dict[str, 
         teacher.save(run_dir / "teacher.zip")
         summary["teacher_path"] = str(run_dir / "teacher.zip")
     summary["teacher_wall_s"] = time.perf_counter() - start
+    student = None if config.teacher_only else _train_student(config, teacher, device, run_dir, writer, summary, progress)
+
+    eval_start = time.perf_counter()
+    teacher_returns = evaluate_teacher(teacher, config.domain, config.eval_episodes, config.eval_seed,
+                                       config.max_episode_steps)
+    teacher_summary = summarize(teacher_returns)
+    writer.add_scalar("eval/teacher_return", teacher_summary.mean, config.teacher.total_timesteps)
+    summary.update(teacher_return=teacher_summary._asdict(), teacher_returns=teacher_returns.tolist())
+    if student is not None:
+        with tqdm(total=config.eval_episodes, desc="eval student", unit="ep", disable=not progress) as bar:
+            student_returns = evaluate_policy(student, config.domain, config.eval_episodes, config.eval_seed,
+                                              config.max_episode_steps, on_episode=lambda *_: bar.update())
+        student_summary = summarize(student_returns)
+        writer.add_scalar("eval/student_return", student_summary.mean, config.dagger.iterations)
+        summary.update(
+            student_return=student_summary._asdict(), student_returns=student_returns.tolist(),
+            student_over_teacher=student_summary.mean / teacher_summary.mean if teacher_summary.mean else float("nan"),
+        )
+    summary.update(eval_wall_s=time.perf_counter() - eval_start, total_wall_s=time.perf_counter() - start,
+                   peak_memory_mb=peak_memory_mb())
+    writer.close()
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    return summary
+
+
+def _train_student(config: PolicyTrainConfig, teacher: Teacher, device: torch.device, run_dir: Path, writer: Any,
+                   summary: dict[str, Any], progress: bool) -> PixelStudentPolicy:
+    """DAgger of the pixel student from ``teacher`` in ``config.domain``; saved to the run dir."""
+    from rlcyclegan.envs import make_env
 
     student_start = time.perf_counter()
     env = make_env(config.domain, image_size=config.image_size, frame_stack=config.frame_stack,
@@ -159,27 +191,7 @@ def train_policy(config: PolicyTrainConfig, progress: bool = True) -> dict[str, 
     summary["dagger_samples"] = len(buffer)
     summary["dagger"] = [dataclasses.asdict(s) for s in history]
     summary["student_wall_s"] = time.perf_counter() - student_start
-    del buffer
-
-    eval_start = time.perf_counter()
-    teacher_returns = evaluate_teacher(teacher, config.domain, config.eval_episodes, config.eval_seed,
-                                       config.max_episode_steps)
-    with tqdm(total=config.eval_episodes, desc="eval student", unit="ep", disable=not progress) as bar:
-        student_returns = evaluate_policy(student, config.domain, config.eval_episodes, config.eval_seed,
-                                          config.max_episode_steps, on_episode=lambda *_: bar.update())
-    teacher_summary, student_summary = summarize(teacher_returns), summarize(student_returns)
-    writer.add_scalar("eval/teacher_return", teacher_summary.mean, config.teacher.total_timesteps)
-    writer.add_scalar("eval/student_return", student_summary.mean, len(history))
-    summary.update(
-        teacher_return=teacher_summary._asdict(), student_return=student_summary._asdict(),
-        student_over_teacher=student_summary.mean / teacher_summary.mean if teacher_summary.mean else float("nan"),
-        teacher_returns=teacher_returns.tolist(), student_returns=student_returns.tolist(),
-        eval_wall_s=time.perf_counter() - eval_start, total_wall_s=time.perf_counter() - start,
-        peak_memory_mb=peak_memory_mb(),
-    )
-    writer.close()
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-    return summary
+    return student
 
 
 def _json_default(value: Any) -> Any:

@@ -174,7 +174,7 @@ def relative_gaps(reference: list[dict[str, float]], other: list[dict[str, float
             for r, o in zip(reference[:iterations], other[:iterations], strict=True)]
 
 
-def iteration_flops(plain: "PlainLoop", sim: TransitionBatch, real: TransitionBatch) -> int:
+def iteration_flops(plain: PlainLoop, sim: TransitionBatch, real: TransitionBatch) -> int:
     """Floating-point operations of one plain iteration (forward and backward); ours does the same arithmetic."""
     from torch.utils.flop_counter import FlopCounterMode
 

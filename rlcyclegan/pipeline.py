@@ -40,8 +40,10 @@ from rlcyclegan.config import ConfigError, load_config, to_dict
 
 PERFECT = "real + perfect translation (reference)"
 """The policy shown the true sim rendering of each real state: what the physics gap alone costs."""
-STAGES = ("policy", "data", "q", "translators", "evaluate")
-"""``translators`` also trains the domain-randomized student (``dr_policy``): both are independent trainings."""
+STAGES = ("teacher", "data", "q", "train", "evaluate")
+"""``train`` runs every training that needs only the teacher, the rollouts and the Q-networks, as parallel
+jobs: the pixel student in ``sim``, the domain-randomized student (``dr_policy``) and the translators. The
+student used to train right after the teacher, on one core, while the other core idled."""
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
 
@@ -292,30 +294,43 @@ class Pipeline:
 
     # -- stages --------------------------------------------------------------------------------------
 
-    def _student_config(self, domain: str, out: Path, teacher: Path | None = None, threads: int = 0) -> Any:
+    def _student_config(self, domain: str, out: Path, teacher: Path | None = None, threads: int = 0,
+                        teacher_only: bool = False) -> Any:
         from rlcyclegan.agents.train_policy import PolicyTrainConfig
 
         c = self.config
         overrides = [f"domain={domain}", f"out={out}", f"seed={c.seed}", f"device={c.device}",
-                     f"image_size={c.image_size}", f"frame_stack={c.frame_stack}"]
+                     f"image_size={c.image_size}", f"frame_stack={c.frame_stack}", f"teacher_only={teacher_only}"]
         if threads:
             overrides.append(f"torch_threads={threads}")
         if teacher is not None:
             overrides.append(f"teacher_path={teacher}")
         return load_config(PolicyTrainConfig, c.policy_config, [*overrides, *c.policy_overrides])
 
-    def stage_policy(self) -> None:
+    def _student_job(self, domain: str, path: Path, parallel: bool) -> Job:
+        """DAgger of the pixel student in ``domain`` into ``path``'s directory.
+
+        The sim teacher labels DAgger in every domain: the sim and randomized students then differ only in
+        the frames they learned from, which is the comparison the domain-randomization condition makes.
+        """
         from rlcyclegan.agents.train_policy import train_policy
 
-        self._timed("policy", self.policy_path.exists(),
-                    lambda: train_policy(self._student_config("sim", self.policy_path.parent), progress=self.progress))
+        config = self._student_config(domain, path.parent, self.teacher_path, threads=1 if parallel else 0)
+        return Job(f"student:{domain}", train_policy, (config, self.progress and not parallel))
+
+    def stage_teacher(self) -> None:
+        from rlcyclegan.agents.train_policy import train_policy
+
+        self._timed("teacher", self.teacher_path.is_file(),
+                    lambda: train_policy(self._student_config("sim", self.teacher_path.parent, teacher_only=True),
+                                         progress=self.progress))
 
     @property
     def teacher_path(self) -> Path:
-        """The state teacher the sim student was trained from (possibly a reused one)."""
+        """The state teacher: the one a reused sim student names in its summary, else ``teacher/teacher.zip``."""
         summary = self.policy_path.parent / "summary.json"
         teacher = json.loads(summary.read_text()).get("teacher_path") if summary.exists() else None
-        return Path(teacher) if teacher else self.policy_path.parent / "teacher.zip"
+        return Path(teacher) if teacher else self.run_dir / "teacher" / "teacher.zip"
 
     @property
     def behaviour_path(self) -> Path:
@@ -338,6 +353,8 @@ class Pipeline:
                        for s, (_, n, _) in plan.items())
 
         def work() -> None:
+            if c.behaviour_policy == "student" and not self.policy_path.exists():
+                self._run_jobs([self._student_job("sim", self.policy_path, parallel=False)])
             for split, (domain, episodes, seed) in plan.items():
                 collect(CollectConfig(
                     out=self.data_path(split), domain=domain, policy=str(self.behaviour_path), episodes=episodes,
@@ -367,16 +384,20 @@ class Pipeline:
 
         self._timed("q", (self.q_dir / "summary.json").exists(), work)
 
-    def stage_translators(self) -> None:
-        """Every translator, and the domain-randomized student (``dr_policy``): independent trainings."""
+    def stage_train(self) -> None:
+        """The sim student, the domain-randomized one (``dr_policy``) and every translator: independent jobs."""
         import shutil
 
-        from rlcyclegan.agents.train_policy import train_policy
         from rlcyclegan.train_config import TrainConfig
         from rlcyclegan.train_loop import train
 
         c = self.config
-        parallel = self._parallel(len(c.translators) + c.dr_policy)
+        students = {"sim": self.policy_path, **({"randomized": self.dr_policy_path} if c.dr_policy else {})}
+        for domain, path in list(students.items()):
+            if path.exists() and not self.force:
+                print(f"[student:{domain}] outputs exist, skipped (--force redoes it)")
+                del students[domain]
+        parallel = self._parallel(len(c.translators) + len(students))
         progress = self.progress and not parallel
         jobs = []
         for name, run in c.translators.items():
@@ -401,14 +422,9 @@ class Pipeline:
                 done = None
             # a run that an interruption left short of its iterations resumes from its latest checkpoint
             jobs.append(Job(f"translator:{name}", train, (config, done is not None, progress)))
-        if c.dr_policy and (self.force or not self.dr_policy_path.exists()):
-            # The sim student's own teacher labels DAgger on the randomized domain: the two students then
-            # differ only in the frames they learned from, which is the comparison this condition makes.
-            config = self._student_config("randomized", self.dr_policy_path.parent, self.teacher_path,
-                                          threads=1 if parallel else 0)
-            jobs.append(Job("student:randomized", train_policy, (config, progress)))
+        jobs += [self._student_job(domain, path, parallel) for domain, path in students.items()]
         if jobs:
-            self._timed("translators", False, lambda: self._run_jobs(jobs))
+            self._timed("train", False, lambda: self._run_jobs(jobs))
 
     def translator_iterations(self, name: str) -> int | None:
         """Iterations in translator ``name``'s latest checkpoint (``None``: no checkpoint yet)."""

@@ -53,7 +53,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     from rlcyclegan.pipeline import STAGES
 
-    pipeline = subparsers.add_parser("pipeline", help="collect, train policy/Q/translators, evaluate, report")
+    pipeline = subparsers.add_parser("pipeline", help="teacher, rollouts, Q-networks, students and translators, evaluation, report")
     _common(pipeline)
     pipeline.add_argument("--stage", nargs="+", choices=STAGES, help="run only these stages (in this order)")
     pipeline.add_argument("--force", action="store_true", help="redo stages whose outputs exist")

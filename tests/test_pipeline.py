@@ -58,7 +58,7 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
         assert condition["n"] == 1 and len(condition["returns"]) == 1
     assert {"true sim rendering", "no translation", "cyclegan", "rlcyclegan", "oracle"} <= set(results["translation"])
     assert "q_consistency" in results["translation"]["rlcyclegan"]
-    assert set(results["stage_wall_s"]) >= {"policy", "data", "q", "translator:cyclegan", "translator:rlcyclegan",
+    assert set(results["stage_wall_s"]) >= {"teacher", "data", "q", "student:sim", "translator:cyclegan", "translator:rlcyclegan",
                                             "translator:oracle"}
     assert results["versions"]["rlcyclegan"]
     assert (run / "report.md").read_text().startswith("# rlcyclegan pipeline report")
@@ -70,13 +70,13 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
 
     capsys.readouterr()
     assert main(["pipeline", "--config", str(config_path), "--out", str(run), "--no-progress",
-                 "--stage", "policy", "data", "q", "translators"]) == 0
-    assert capsys.readouterr().out.count("skipped") == 6
+                 "--stage", "teacher", "data", "q", "train"]) == 0
+    assert capsys.readouterr().out.count("skipped") == 7
 
     # A translator that stopped short of its iterations (here: more are asked for) resumes, not skips.
     longer = [o if not o.startswith("iterations=") else "iterations=6" for o in TRANSLATOR_OVERRIDES]
     assert main(["pipeline", "--config", str(config_path), "--out", str(run), "--no-progress",
-                 f"translator_overrides=[{','.join(longer)}]", "--stage", "translators"]) == 0
+                 f"translator_overrides=[{','.join(longer)}]", "--stage", "train"]) == 0
     pipeline = Pipeline(load_config(PipelineConfig, config_path), run, progress=False)
     assert [pipeline.translator_iterations(n) for n in ("cyclegan", "rlcyclegan", "oracle")] == [6, 6, 6]
 
