@@ -218,10 +218,9 @@ def q_return_check(
     """Compare ``Q`` with Monte-Carlo returns on ``episodes`` (``EpisodeData`` of a ``RolloutDataset``)."""
     device = _device(q)
     q.eval()
-    predicted, returns, keep = [], [], []
-    count = 0
+    episodes = list(episodes)
+    predicted = []
     for episode in episodes:
-        count += 1
         stacks = episode_stacks(episode.frames, frame_stack)[:-1]  # (T, 3k, H, W): x_t for every action a_t
         values = []
         for start in range(0, len(stacks), batch_size):
@@ -229,15 +228,24 @@ def q_return_check(
             actions = torch.from_numpy(episode.actions[start:start + batch_size]).to(device)
             values.append(q_values(q, frames, actions).float().cpu().numpy())
         predicted.append(np.concatenate(values))
+    return return_check(predicted, episodes, gamma, min_remaining)
+
+
+def return_check(predicted: list[np.ndarray], episodes: list[EpisodeData], gamma: float,
+                 min_remaining: int) -> QCheck:
+    """Spearman correlations of any estimate of ``Q(x_t, a_t)`` (one ``(T,)`` array per episode) with the
+    episodes' Monte-Carlo returns: the pixel Q-networks' check, and that of estimators that see more."""
+    if not predicted:
+        raise ValueError("no episodes to check Q against; hold out at least one episode")
+    returns, keep = [], []
+    for episode in episodes:
         returns.append(discounted_returns(episode.rewards, gamma))
         remaining = len(episode.rewards) - np.arange(len(episode.rewards))
         keep.append(remaining >= min_remaining if not episode.terminations.any() else np.ones_like(remaining, bool))
-    if not predicted:
-        raise ValueError("no episodes to check Q against; hold out at least one episode")
     q_all, g_all, mask = np.concatenate(predicted), np.concatenate(returns), np.concatenate(keep)
     kept = spearman(q_all[mask], g_all[mask]) if mask.sum() >= 2 else float("nan")
     within = [spearman(q_e[k], g_e[k]) for q_e, g_e, k in zip(predicted, returns, keep, strict=True) if k.sum() >= 2]
-    return QCheck(kept, spearman(q_all, g_all), int(mask.sum()), count,
+    return QCheck(kept, spearman(q_all, g_all), int(mask.sum()), len(episodes),
                   float(np.mean(within)) if within else float("nan"))
 
 
