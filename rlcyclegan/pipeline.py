@@ -321,16 +321,21 @@ class Pipeline:
     def stage_teacher(self) -> None:
         from rlcyclegan.agents.train_policy import train_policy
 
+        # trained into this run even when a reused student names a teacher elsewhere (--force never
+        # overwrites files outside the run)
         self._timed("teacher", self.teacher_path.is_file(),
-                    lambda: train_policy(self._student_config("sim", self.teacher_path.parent, teacher_only=True),
+                    lambda: train_policy(self._student_config("sim", self.run_dir / "teacher", teacher_only=True),
                                          progress=self.progress))
 
     @property
     def teacher_path(self) -> Path:
-        """The state teacher: the one a reused sim student names in its summary, else ``teacher/teacher.zip``."""
+        """The state teacher: ``teacher/teacher.zip``, else the one a reused sim student names in its summary."""
+        own = self.run_dir / "teacher" / "teacher.zip"
         summary = self.policy_path.parent / "summary.json"
-        teacher = json.loads(summary.read_text()).get("teacher_path") if summary.exists() else None
-        return Path(teacher) if teacher else self.run_dir / "teacher" / "teacher.zip"
+        if own.is_file() or not summary.exists():
+            return own
+        named = json.loads(summary.read_text()).get("teacher_path")
+        return Path(named) if named else own
 
     @property
     def behaviour_path(self) -> Path:

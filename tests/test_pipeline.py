@@ -105,3 +105,16 @@ def test_jobs_return_results_by_name_and_a_failure_does_not_stop_the_others(tmp_
     with pytest.raises(ValueError, match="math domain error"):
         pipeline._run_jobs(failing)
     assert set(json.loads((tmp_path / "stages.json").read_text())) == {"root:four", "root:nine", "root:two"}
+
+
+def test_a_reused_student_s_teacher_is_used_until_the_run_trains_its_own(tmp_path: Path) -> None:
+    pipeline = Pipeline(load_config(PipelineConfig), tmp_path / "run", progress=False)
+    assert pipeline.teacher_path == tmp_path / "run" / "teacher" / "teacher.zip"  # nothing yet: train it here
+    elsewhere = tmp_path / "elsewhere" / "teacher.zip"
+    pipeline.policy_path.parent.mkdir(parents=True)
+    (pipeline.policy_path.parent / "summary.json").write_text(json.dumps({"teacher_path": str(elsewhere)}))
+    assert pipeline.teacher_path == elsewhere
+    # `--force` retrains the teacher into the run, never over the reused one; from then on the run uses its own
+    (tmp_path / "run" / "teacher").mkdir()
+    (tmp_path / "run" / "teacher" / "teacher.zip").write_bytes(b"")
+    assert pipeline.teacher_path == tmp_path / "run" / "teacher" / "teacher.zip"
