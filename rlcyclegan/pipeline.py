@@ -577,12 +577,18 @@ def _versions() -> dict[str, str]:
 
 
 def render_returns_table(results: dict[str, Any]) -> str:
+    """The returns as a markdown table, with each condition as a percentage of the references.
+
+    A percentage of a reference whose 95% interval reaches down to zero or below is left out ("-"): a
+    policy that does not move makes any ratio to it meaningless (a return of 3 made 911 read as 30,000%).
+    """
     returns = results["returns"]
-    reference = {k: returns[k]["mean"] for k in ("sim", PERFECT, "real + oracle") if k in returns}
+    reference = {k: returns[k] for k in ("sim", PERFECT, "real + oracle") if k in returns}
     header = "| condition | mean return | std | 95% CI | episodes |" + "".join(f" % of {k} |" for k in reference)
     lines = [header, "|---|---:|---:|---|---:|" + "---:|" * len(reference)]
     for name, r in returns.items():
-        ratios = "".join(f" {100 * r['mean'] / v:.0f}% |" if v > 0 else " - |" for v in reference.values())
+        ratios = "".join(f" {100 * r['mean'] / v['mean']:.0f}% |" if v["ci95"][0] > 0 else " - |"
+                         for v in reference.values())
         lines.append(f"| {name} | {r['mean']:.1f} | {r['std']:.1f} | [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}] "
                      f"| {r['n']} |{ratios}")
     return "\n".join(lines)

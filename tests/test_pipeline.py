@@ -11,7 +11,7 @@ import yaml
 
 from rlcyclegan.cli import main
 from rlcyclegan.config import ConfigError, load_config
-from rlcyclegan.pipeline import PERFECT, Job, Pipeline, PipelineConfig, preset_path
+from rlcyclegan.pipeline import PERFECT, Job, Pipeline, PipelineConfig, preset_path, render_returns_table
 
 TINY_POLICY = {
     "teacher": {"algo": "ppo", "total_timesteps": 1024, "eval_every": 1024, "eval_episodes": 1,
@@ -120,3 +120,15 @@ def test_a_reused_student_s_teacher_is_used_until_the_run_trains_its_own(tmp_pat
     (tmp_path / "run" / "teacher").mkdir()
     (tmp_path / "run" / "teacher" / "teacher.zip").write_bytes(b"")
     assert pipeline.teacher_path == tmp_path / "run" / "teacher" / "teacher.zip"
+
+
+def test_returns_table_gives_no_percentage_of_a_reference_indistinguishable_from_zero() -> None:
+    def condition(mean: float, low: float, high: float) -> dict:
+        return {"mean": mean, "std": 1.0, "ci95": [low, high], "n": 6}
+
+    table = render_returns_table({"returns": {"sim": condition(900.0, 890.0, 910.0),
+                                              "real, no adaptation": condition(-6.0, -8.0, -4.0),
+                                              PERFECT: condition(3.0, -12.8, 18.9)}})
+    rows = {line.split(" | ")[0].removeprefix("| "): line for line in table.splitlines()[2:]}
+    assert rows["sim"].endswith("| 100% | - |")
+    assert rows["real, no adaptation"].endswith("| -1% | - |")
