@@ -40,7 +40,7 @@ from rlcyclegan.losses import td_loss
 EXPERIMENTS = Path(__file__).resolve().parent
 
 
-def true_states(episode: EpisodeData) -> np.ndarray:
+def state_observations(episode: EpisodeData) -> np.ndarray:
     """``(T+1, 17)`` float32: HalfCheetah's observation, the state without the forward position."""
     return np.concatenate([episode.qpos[:, 1:], episode.qvel], axis=1).astype(np.float32)
 
@@ -59,7 +59,7 @@ def sarsa_transitions(episodes: list[EpisodeData]) -> Transitions:
     """The ``RolloutDataset`` transitions, on states: a truncated episode's last step has no next action."""
     parts: dict[str, list[np.ndarray]] = {f.name: [] for f in dataclasses.fields(Transitions)}
     for episode in episodes:
-        states, actions = true_states(episode), episode.actions
+        states, actions = state_observations(episode), episode.actions
         terminated = bool(episode.terminations[-1])
         n = len(actions) if terminated else len(actions) - 1
         next_actions = np.concatenate([actions[1:], np.zeros_like(actions[:1])])[:n]
@@ -77,7 +77,7 @@ def monte_carlo_targets(episodes: list[EpisodeData], gamma: float, min_remaining
     states, actions, returns = [], [], []
     for episode in episodes:
         keep = slice(None) if episode.terminations.any() else slice(0, max(len(episode.rewards) - min_remaining + 1, 0))
-        states.append(true_states(episode)[:-1][keep])
+        states.append(state_observations(episode)[:-1][keep])
         actions.append(episode.actions[keep])
         returns.append(discounted_returns(episode.rewards, gamma)[keep].astype(np.float32))
     return tuple(torch.from_numpy(np.concatenate(a)) for a in (states, actions, returns))
@@ -135,7 +135,7 @@ def fit_state_q_to_returns(episodes: list[EpisodeData], config: QTrainConfig, st
 
 @torch.no_grad()
 def check(q: StateQ, episodes: list[EpisodeData], config: QTrainConfig) -> QCheck:
-    predicted = [q(torch.from_numpy(true_states(e)[:-1]), torch.from_numpy(e.actions)).numpy() for e in episodes]
+    predicted = [q(torch.from_numpy(state_observations(e)[:-1]), torch.from_numpy(e.actions)).numpy() for e in episodes]
     return return_check(predicted, episodes, config.gamma, config.horizon())
 
 

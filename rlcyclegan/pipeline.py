@@ -294,8 +294,9 @@ class Pipeline:
 
     # -- stages --------------------------------------------------------------------------------------
 
-    def _student_config(self, domain: str, out: Path, teacher: Path | None = None, threads: int = 0,
+    def _policy_config(self, domain: str, out: Path, teacher: Path | None = None, threads: int = 0,
                         teacher_only: bool = False) -> Any:
+        """``train-policy``'s config for a teacher-only run or a student run of this pipeline."""
         from rlcyclegan.agents.train_policy import PolicyTrainConfig
 
         c = self.config
@@ -315,7 +316,7 @@ class Pipeline:
         """
         from rlcyclegan.agents.train_policy import train_policy
 
-        config = self._student_config(domain, path.parent, self.teacher_path, threads=1 if parallel else 0)
+        config = self._policy_config(domain, path.parent, self.teacher_path, threads=1 if parallel else 0)
         return Job(f"student:{domain}", train_policy, (config, self.progress and not parallel))
 
     def stage_teacher(self) -> None:
@@ -324,7 +325,7 @@ class Pipeline:
         # trained into this run even when a reused student names a teacher elsewhere (--force never
         # overwrites files outside the run)
         self._timed("teacher", self.teacher_path.is_file(),
-                    lambda: train_policy(self._student_config("sim", self.run_dir / "teacher", teacher_only=True),
+                    lambda: train_policy(self._policy_config("sim", self.run_dir / "teacher", teacher_only=True),
                                          progress=self.progress))
 
     @property
