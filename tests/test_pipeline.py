@@ -132,3 +132,15 @@ def test_returns_table_gives_no_percentage_of_a_reference_indistinguishable_from
     rows = {line.split(" | ")[0].removeprefix("| "): line for line in table.splitlines()[2:]}
     assert rows["sim"].endswith("| 100% | - |")
     assert rows["real, no adaptation"].endswith("| -1% | - |")
+
+
+def test_train_starts_the_paired_translator_after_the_students(tmp_path: Path, monkeypatch) -> None:
+    import rlcyclegan.data.paired
+
+    monkeypatch.setattr(rlcyclegan.data.paired, "rerender_dataset", lambda real, out: out)
+    started: list[str] = []
+    monkeypatch.setattr(Pipeline, "_run_jobs", lambda self, jobs: started.extend(job.name for job in jobs) or {})
+    config = load_config(PipelineConfig, tiny_config(tmp_path), ["jobs=2", "dr_policy=true"])
+    Pipeline(config, tmp_path / "run", progress=False).stage_train()
+    assert started == ["translator:cyclegan", "translator:rlcyclegan", "student:sim", "student:randomized",
+                       "translator:oracle"]
