@@ -15,6 +15,9 @@ control to the student. Episodes run on across iterations, so short iterations s
 
 Frames are stored once per step (uint8, newest frame only) and the stacks are rebuilt by index, a third
 of the memory of storing ``(H, W, 3k)`` stacks.
+
+``shift_pad`` trains on randomly shifted stacks (DrQ's augmentation, Kostrikov et al. 2021): the student
+then depends less on exact pixel positions, which a translator's output does not reproduce.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class DAggerConfig:
     """Std of Gaussian noise added to executed actions (broader state coverage; labels stay clean)."""
     holdout_fraction: float = 0.05
     """Share of the newest iteration's samples kept out of training to measure the imitation loss."""
+    shift_pad: int = 0
+    """Train on stacks shifted by up to this many pixels each way (edges replicated); 0: no augmentation."""
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.steps_per_iteration < 1 or self.gradient_steps < 0 or self.batch_size < 1:
@@ -65,6 +70,8 @@ class DAggerConfig:
                              "and gradient_steps non-negative")
         if not (0.0 <= self.beta0 <= 1.0 and 0.0 <= self.beta_decay <= 1.0):
             raise ValueError(f"dagger.beta0 and beta_decay must lie in [0, 1], got {self.beta0}, {self.beta_decay}")
+        if self.shift_pad < 0:
+            raise ValueError(f"dagger.shift_pad must be non-negative, got {self.shift_pad}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ValueError(f"dagger.holdout_fraction must lie in [0, 1), got {self.holdout_fraction}")
 
@@ -157,6 +164,21 @@ def collect(
     return finished
 
 
+def random_shift(stacks: torch.Tensor, pad: int, rng: np.random.Generator) -> torch.Tensor:
+    """Shift each stack ``(B, C, H, W)`` by its own random offset in ``[-pad, pad]`` pixels, per axis.
+
+    All frames of one stack move together, so the motion between them is kept; the edge pixels fill the
+    uncovered border.
+    """
+    if pad == 0:
+        return stacks
+    b, _, h, w = stacks.shape
+    padded = F.pad(stacks.float(), (pad, pad, pad, pad), mode="replicate").to(stacks.dtype)
+    tops, lefts = rng.integers(0, 2 * pad + 1, size=(2, b))
+    crops = [padded[i, :, top:top + h, left:left + w] for i, (top, left) in enumerate(zip(tops, lefts, strict=True))]
+    return torch.stack(crops)
+
+
 def imitation_loss(student: PixelStudentPolicy, buffer: FrameStackBuffer, indices: np.ndarray,
                    batch_size: int = 256) -> float:
     """Mean squared error between the student's and the teacher's actions on ``indices`` (no gradient)."""
@@ -181,6 +203,7 @@ def fit(
     steps: int,
     batch_size: int,
     rng: np.random.Generator,
+    shift_pad: int = 0,
     on_step: Callable[[float], None] | None = None,
 ) -> float:
     """Regress the teacher's labels on uniformly sampled aggregated states; the mean training loss."""
@@ -188,7 +211,7 @@ def fit(
     losses = []
     for _ in range(steps):
         chunk = rng.choice(train_indices, size=min(batch_size, len(train_indices)), replace=False)
-        frames = buffer.stacks(chunk).to(student.device, non_blocking=True)
+        frames = random_shift(buffer.stacks(chunk), shift_pad, rng).to(student.device, non_blocking=True)
         labels = torch.from_numpy(buffer.labels[chunk]).to(student.device, non_blocking=True)
         loss = F.mse_loss(student(frames), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -260,7 +283,7 @@ def train_dagger(
         holdout = rng.choice(new, size=n_hold, replace=False) if n_hold else new[:0]
         train_indices = np.concatenate([train_indices, np.setdiff1d(new, holdout)])
         train_loss = fit(student, optimizer, buffer, train_indices, config.gradient_steps, config.batch_size, rng,
-                         on_step=(lambda _: on_progress(1)) if on_progress is not None else None)
+                         config.shift_pad, on_step=(lambda _: on_progress(1)) if on_progress is not None else None)
         stats = IterationStats(iteration, beta, len(buffer), onpolicy, train_loss,
                                imitation_loss(student, buffer, holdout), returns)
         history.append(stats)

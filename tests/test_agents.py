@@ -16,7 +16,13 @@ from rlcyclegan.agents import (
     load_teacher,
     state_observation,
 )
-from rlcyclegan.agents.dagger import DAggerConfig, FrameStackBuffer, imitation_loss, train_dagger
+from rlcyclegan.agents.dagger import (
+    DAggerConfig,
+    FrameStackBuffer,
+    imitation_loss,
+    random_shift,
+    train_dagger,
+)
 from rlcyclegan.agents.evaluation import evaluate_policy, student_t_quantile, summarize
 from rlcyclegan.envs import make_env
 
@@ -72,6 +78,21 @@ def test_state_observation_is_the_state_env_observation() -> None:
     pixels.step(action)
     expected, *_ = state.step(action)
     np.testing.assert_allclose(state_observation(pixels), expected, rtol=1e-6)
+
+
+def test_random_shift_moves_each_stack_as_a_whole_within_the_pad() -> None:
+    stacks = torch.randint(0, 256, (5, 6, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    assert random_shift(stacks, 0, np.random.default_rng(0)) is stacks
+    shifted = random_shift(stacks, 2, np.random.default_rng(1))
+    assert shifted.shape == stacks.shape and shifted.dtype == torch.uint8
+    padded = torch.nn.functional.pad(stacks.float(), (2, 2, 2, 2), mode="replicate").to(torch.uint8)
+    offsets = set()
+    for sample, out in zip(padded, shifted, strict=True):
+        # One offset in [-2, 2] per axis explains every channel of the stack at once.
+        matches = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(sample[:, dy:dy + 8, dx:dx + 8], out)]
+        assert len(matches) == 1
+        offsets.add(matches[0])
+    assert len(offsets) > 1  # samples get their own offsets
 
 
 def test_dagger_aggregates_labelled_states_and_reduces_imitation_loss() -> None:
