@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, SupportsFloat
+from typing import Any, Protocol, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -26,7 +26,7 @@ from rlcyclegan.agents.policies import PixelPolicy
 from rlcyclegan.agents.q_network import PixelQNetwork
 from rlcyclegan.data.batches import frames_to_float
 from rlcyclegan.data.loaders import RolloutDataset
-from rlcyclegan.envs import load_domain
+from rlcyclegan.envs import DomainSpec, load_domain
 from rlcyclegan.envs.rendering import PairedRenderer
 from rlcyclegan.metrics import mean_absolute_error, psnr, ssim
 from rlcyclegan.segmentation import SegmentationNet, fcn_score
@@ -35,16 +35,27 @@ from rlcyclegan.wrappers import FrameTranslator, TranslateObservation
 SEED_STRIDE = 100_000
 
 
+class StateRenderer(Protocol):
+    """Renders a HalfCheetah ``qpos`` as an ``(H, W, 3)`` uint8 frame, like :class:`PairedRenderer`."""
+
+    def render(self, qpos: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
 class PerfectTranslation(gym.Wrapper):
     """Shows the policy the true ``sim`` rendering of the env's current state: a perfect real2sim translator,
     which only an evaluation can have. Its return in ``real`` is what the physics gap alone costs, the
     ceiling of every translator (the paired oracle included)."""
 
-    def __init__(self, env: gym.Env, domain: str = "sim") -> None:
+    def __init__(self, env: gym.Env, domain: str | DomainSpec = "sim",
+                 renderer: Callable[[PairedRenderer], StateRenderer] | None = None) -> None:
+        """``renderer`` wraps the domain's renderer (experiments that alter what the policy is shown)."""
         super().__init__(env)
         shape = env.observation_space.shape
         assert shape is not None and len(shape) == 3, "PerfectTranslation needs (H, W, 3k) frames"
-        self._renderer = PairedRenderer(load_domain(domain), shape[0])
+        paired = PairedRenderer(load_domain(domain), shape[0])
+        self._renderer: StateRenderer = paired if renderer is None else renderer(paired)
         self._stack = np.zeros(shape, dtype=np.uint8)
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:

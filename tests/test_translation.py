@@ -70,6 +70,42 @@ def test_perfect_translation_of_sim_into_sim_is_the_env_itself() -> None:
     real.close()
 
 
+def test_perfect_translation_renders_through_a_given_renderer() -> None:
+    """The hook `experiments/floor_cue.py` uses to alter what the policy is shown, and its premise: moving the
+    root along x moves the floor under the tracking camera and leaves the cheetah where it was."""
+    from rlcyclegan.envs import PairedRenderer
+    from rlcyclegan.evaluation import PerfectTranslation
+
+    class Moved:
+        def __init__(self, renderer: PairedRenderer) -> None:
+            self.renderer, self.seen = renderer, []
+
+        def render(self, qpos: np.ndarray) -> np.ndarray:
+            self.seen.append(np.array(qpos))
+            return self.renderer.render(qpos + np.eye(len(qpos))[0] / 3)
+
+        def close(self) -> None:
+            self.renderer.close()
+
+    moved: list[Moved] = []
+
+    def wrap(renderer: PairedRenderer) -> Moved:
+        moved.append(Moved(renderer))
+        return moved[-1]
+
+    wrapped = PerfectTranslation(make_env("real", image_size=SIZE), "sim", wrap)
+    plain = PerfectTranslation(make_env("real", image_size=SIZE), "sim")
+    seen, info = wrapped.reset(seed=2)
+    assert not np.array_equal(seen, plain.reset(seed=2)[0])
+    np.testing.assert_array_equal(moved[0].seen[-1], info["qpos"])
+    renderer = moved[0].renderer
+    shifted = info["qpos"] + np.eye(len(info["qpos"]))[0] / 3
+    np.testing.assert_array_equal(renderer.segment(shifted), renderer.segment(info["qpos"]))
+    assert not np.array_equal(renderer.render(shifted), renderer.render(info["qpos"]))
+    wrapped.close()
+    plain.close()
+
+
 def test_wrapper_translates_every_frame_of_the_stack() -> None:
     wrapped = TranslateObservation(make_env("sim", image_size=SIZE), FrameTranslator(Invert(), device="cpu"))
     raw = make_env("sim", image_size=SIZE)
