@@ -1,7 +1,7 @@
-"""Does the pixel student read its speed off the floor's checkerboard? Why the paired oracle can fail.
+"""What does the pixel student read off the floor's checkerboard? Why the paired oracle can fail.
 
-The camera tracks the torso, so between stacked frames only the floor moves: its pattern is the one sight of
-the cheetah's speed. A real frame shows where the floor's *real* squares are (0.25 m), not where the *sim*
+The camera tracks the torso, so between stacked frames only the floor moves: its pattern is where the
+cheetah's speed can be seen. A real frame shows where the floor's *real* squares are (0.25 m), not where the *sim*
 squares (0.67 m) would be: their phase is not a function of the real frame. A paired translator trained by
 L1 then draws the average of the possible sim floors (a blur), and an unpaired one draws a floor of its own,
 which is fine as long as it moves with the cheetah. This script shows the policy, in ``sim`` (its own
@@ -22,6 +22,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 
 from rlcyclegan.agents.policies import load_policy
@@ -53,7 +54,8 @@ def plain_floor(spec: DomainSpec) -> DomainSpec:
     return dataclasses.replace(spec, visual=dataclasses.replace(spec.visual, floor_rgb1=mean, floor_rgb2=mean))
 
 
-def shown(domain: DomainSpec, renderer: Callable[[PairedRenderer], StateRenderer] | None = None):
+def shown(domain: DomainSpec, renderer: Callable[[PairedRenderer], StateRenderer] | None = None
+          ) -> Callable[[gym.Env], gym.Env]:
     return lambda env: PerfectTranslation(env, domain, renderer)
 
 
