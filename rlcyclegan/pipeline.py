@@ -295,7 +295,7 @@ class Pipeline:
     # -- stages --------------------------------------------------------------------------------------
 
     def _policy_config(self, domain: str, out: Path, teacher: Path | None = None, threads: int = 0,
-                        teacher_only: bool = False) -> Any:
+                       teacher_only: bool = False) -> Any:
         """``train-policy``'s config for a teacher-only run or a student run of this pipeline."""
         from rlcyclegan.agents.train_policy import PolicyTrainConfig
 
