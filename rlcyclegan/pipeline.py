@@ -1,8 +1,10 @@
 """The end-to-end pipeline: policy -> unpaired rollouts -> Q-networks -> translators -> evaluation -> report.
 
 Each stage writes its outputs under the run directory and is skipped when they exist (``force`` redoes
-it), so any stage can be re-run alone and an interrupted pipeline resumes where it stopped. Stage wall
-times accumulate in ``stages.json`` and end up in ``results.json``.
+it), so any stage can be re-run alone and an interrupted pipeline resumes where it stopped. Evaluation
+goes by job: a condition, the translation quality or the videos run again only when the files they read
+(by content) or their settings changed, so a new student or translator costs only its own jobs. Stage
+wall times accumulate in ``stages.json`` and end up in ``results.json``.
 
 Independent trainings (the two Q-networks; the translators and the domain-randomized student; the
 evaluation conditions) run as ``jobs`` processes at once, one torch thread each. On a 2-core CPU that
@@ -18,6 +20,7 @@ Layout of ``RUN``::
     q/{sim,real}/q.safetensors      pixel Q-networks (TD on each domain's rollouts)
     translators/NAME/               trainer runs (checkpoints/latest holds the generators)
     results.json, report.md, translations.png, videos/*.gif
+    evaluation.json                 each evaluation job's result with the key of its inputs
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import numpy as np
 
 import rlcyclegan
 from rlcyclegan.config import ConfigError, load_config, to_dict
+from rlcyclegan.fileio import content_key, write_json_atomically
 
 PERFECT = "real + perfect translation (reference)"
 """The policy shown the true sim rendering of each real state: what the physics gap alone costs."""
@@ -229,11 +233,11 @@ class Pipeline:
         """Whether ``count`` jobs run as worker processes (else in this process, one after another)."""
         return self.config.jobs > 1 and count > 1
 
-    def _run_jobs(self, jobs: list[Job]) -> dict[str, Any]:
+    def _run_jobs(self, jobs: list[Job], on_result: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
         """Runs ``jobs``, ``config.jobs`` at a time; records each one's wall time; returns results by job name.
 
         A failing job does not stop the others (their outputs are worth keeping); the first failure is
-        raised once they are done.
+        raised once they are done. ``on_result(name, result)`` sees each result as soon as it is in.
         """
         from tqdm import tqdm
 
@@ -261,6 +265,8 @@ class Pipeline:
                     continue
                 self._record(name, seconds)
                 print(f"[{name}] done in {seconds:.0f} s")
+                if on_result is not None:
+                    on_result(name, results[name])
                 if bar is not None:
                     bar.update()
         if errors:
@@ -445,19 +451,15 @@ class Pipeline:
         return None if latest is None else int(json.loads((latest / INFO_FILE).read_text())["iteration"])
 
     def stage_evaluate(self) -> None:
-        self._timed("evaluate", (self.run_dir / "results.json").exists(), self.evaluate)
+        stale = self._stale_evaluation_jobs(self._evaluation_keys(self._conditions()), self._evaluation_cache())
+        self._timed("evaluate", (self.run_dir / "results.json").exists() and not stale, self.evaluate)
 
     # -- evaluation and report -----------------------------------------------------------------------
 
     def translators_available(self) -> dict[str, Path]:
         return {n: self.translator_dir(n) for n in self.config.translators if self.has_translator(n)}
 
-    def evaluate(self) -> dict[str, Any]:
-        """Every condition's returns, translation quality and videos (as jobs); writes results and report."""
-        import torch
-        from tqdm import tqdm
-
-        c = self.config
+    def _conditions(self) -> dict[str, Condition]:
         conditions = {
             "sim": Condition(self.policy_path, "sim"),
             "real, no adaptation": Condition(self.policy_path, "real"),
@@ -467,20 +469,91 @@ class Pipeline:
         }
         if self.dr_policy_path.exists():
             conditions["real + domain randomization"] = Condition(self.dr_policy_path, "real")
+        return conditions
+
+    @property
+    def _evaluation_cache_path(self) -> Path:
+        return self.run_dir / "evaluation.json"
+
+    def _evaluation_keys(self, conditions: dict[str, Condition]) -> dict[str, str]:
+        """Each evaluation job's name -> the key of everything its result depends on (files by content, settings).
+
+        A job whose key is unchanged since its result was cached is not run again: training a new student
+        re-runs its conditions and videos, not the translation-quality job, which depends on the translators
+        alone (20-26 min of the standard preset's evaluation).
+        """
+        from rlcyclegan.checkpoint import latest_checkpoint
+
+        c = self.config
+        shared = {"image_size": c.image_size, "frame_stack": c.frame_stack, "seed": c.seed}
+        checkpoints = {n: latest_checkpoint(p) for n, p in self.translators_available().items()}
+        q_files = [self.q_dir] if (self.q_dir / "summary.json").exists() else []
+        keys = {"evaluate:translation quality": content_key(
+            [self.data_path("real_test"), self.data_path("sim"), *q_files, *checkpoints.values()],
+            {**shared, "translators": list(checkpoints), "held_out_frames": c.held_out_frames,
+             "segmenter_frames": c.segmenter_frames, "segmenter_steps": c.segmenter_steps, "grid_rows": c.grid_rows})}
+        for name, condition in conditions.items():
+            translator = [] if condition.translator is None else [latest_checkpoint(condition.translator)]
+            keys[f"evaluate:{name}"] = content_key(
+                [condition.policy, *translator],
+                {**shared, "domain": condition.domain, "perfect": condition.perfect, "episodes": c.eval_episodes,
+                 "seeds": c.eval_seeds, "max_steps": c.eval_max_steps})
+        keys["evaluate:videos"] = content_key([self.policy_path, *checkpoints.values()],
+                                              {**shared, "translators": list(checkpoints), "steps": c.video_steps})
+        return keys
+
+    def _evaluation_cache(self) -> dict[str, Any]:
+        """Cached evaluation results by job name, ``{"key": ..., "result": ...}`` (empty under ``force``)."""
+        path = self._evaluation_cache_path
+        if self.force or not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            print(f"[evaluate] {path} is not valid JSON; every evaluation job runs again")
+            return {}
+
+    def _stale_evaluation_jobs(self, keys: dict[str, str], cache: dict[str, Any]) -> list[str]:
+        """Jobs whose inputs changed since their cached result, or whose files (picture grid, videos) are gone."""
+        outputs = {"evaluate:translation quality": self.run_dir / "translations.png",
+                   "evaluate:videos": self.run_dir / "videos"}
+        return [name for name, key in keys.items()
+                if cache.get(name, {}).get("key") != key or not outputs.get(name, self.run_dir).exists()]
+
+    def evaluate(self) -> dict[str, Any]:
+        """Every condition's returns, translation quality and videos (as jobs); writes results and report.
+
+        Jobs whose inputs are unchanged reuse their cached result (``evaluation.json``); ``force`` runs all.
+        """
+        import torch
+        from tqdm import tqdm
+
+        c = self.config
+        conditions = self._conditions()
+        keys = self._evaluation_keys(conditions)
+        cache = self._evaluation_cache()
+        stale = self._stale_evaluation_jobs(keys, cache)
+        for name in keys.keys() - set(stale):
+            print(f"[{name}] inputs unchanged, cached result reused")
+
+        def remember(name: str, result: Any) -> None:
+            cache[name] = {"key": keys[name], "result": result}
+            write_json_atomically(self._evaluation_cache_path, cache)
 
         jobs = [Job("evaluate:translation quality", self.translation_quality)]  # the longest job first
-        parallel = self._parallel(len(conditions) + 2)
-        total = len(conditions) * c.eval_episodes * len(c.eval_seeds)
+        to_run = {name: condition for name, condition in conditions.items() if f"evaluate:{name}" in stale}
+        parallel = self._parallel(len(stale))
+        total = len(to_run) * c.eval_episodes * len(c.eval_seeds)
         with tqdm(total=total, desc="evaluate", unit="ep", disable=not self.progress or parallel) as bar:
             on_episode = None if parallel else (lambda *_: bar.update())
             jobs += [Job(f"evaluate:{name}", condition_returns_of,
                          (condition, c.eval_episodes, c.eval_seeds, c.eval_max_steps, c.device, on_episode))
-                     for name, condition in conditions.items()]
+                     for name, condition in to_run.items()]
             jobs.append(Job("evaluate:videos", self.record_videos))
-            done = self._run_jobs(jobs)
+            self._run_jobs([job for job in jobs if job.name in stale], on_result=remember)
 
-        results: dict[str, Any] = {"returns": {name: done[f"evaluate:{name}"] for name in conditions},
-                                   "translation": done["evaluate:translation quality"]}
+        results: dict[str, Any] = {"returns": {name: cache[f"evaluate:{name}"]["result"] for name in conditions},
+                                   "translation": cache["evaluate:translation quality"]["result"]}
         if (self.q_dir / "summary.json").exists():
             results["q_networks"] = json.loads((self.q_dir / "summary.json").read_text())
         policy_summary = self.policy_path.parent / "summary.json"

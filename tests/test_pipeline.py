@@ -82,6 +82,25 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     pipeline = Pipeline(load_config(PipelineConfig, config_path), run, progress=False)
     assert [pipeline.translator_iterations(n) for n in ("cyclegan", "rlcyclegan", "oracle")] == [6, 6, 6]
 
+    # Evaluation re-runs only the jobs whose inputs changed: here the translators, not the policy.
+    capsys.readouterr()
+    assert main(["pipeline", "--config", str(config_path), "--out", str(run), "--no-progress",
+                 "--stage", "evaluate"]) == 0
+    out = capsys.readouterr().out
+    reused = {line.split("]")[0].removeprefix("[evaluate:") for line in out.splitlines() if "result reused" in line}
+    assert reused == {"sim", "real, no adaptation", PERFECT}
+    assert "[evaluate:translation quality] done" in out and "[evaluate:real + oracle] done" in out
+    rerun = json.loads((run / "results.json").read_text())
+    assert rerun["returns"]["sim"] == results["returns"]["sim"]
+    assert main(["pipeline", "--config", str(config_path), "--out", str(run), "--no-progress",
+                 "--stage", "evaluate"]) == 0
+    assert "[evaluate] outputs exist, skipped" in capsys.readouterr().out
+    assert main(["pipeline", "--config", str(config_path), "--out", str(run), "--no-progress",
+                 "eval_max_steps=10", "--stage", "evaluate"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("result reused") == 2  # translation quality and videos; every condition runs again
+    assert all(len(r["returns"]) == 1 for r in json.loads((run / "results.json").read_text())["returns"].values())
+
 
 def test_pipeline_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
