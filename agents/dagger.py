@@ -13,6 +13,12 @@ Learning"):
 ``beta_0 = 1`` makes the first iteration plain behaviour cloning; ``beta_i = beta_0 * decay^i`` hands
 control to the student. Episodes run on across iterations, so short iterations still finish episodes.
 
+DAgger's guarantee is for the best of its iterates, and Ross et al. return "the best policy on validation".
+The last iterate is not reliably the best: five standard-budget students ended at 63-91% of the teacher,
+and in four of them the rollouts of an iterate a few iterations earlier had scored higher. With
+``validation_episodes > 0`` the student runs alone for that many episodes after each of the last
+``validate_last`` iterations, and the best-scoring iterate is the one returned.
+
 Frames are stored once per step (uint8, newest frame only) and the stacks are rebuilt by index, a third
 of the memory of storing ``(H, W, 3k)`` stacks.
 
@@ -64,6 +70,12 @@ class DAggerConfig:
     """Share of the newest iteration's samples kept out of training to measure the imitation loss."""
     shift_pad: int = 0
     """Train on stacks shifted by up to this many pixels each way (edges replicated); 0: no augmentation."""
+    validation_episodes: int = 0
+    """Episodes of the student alone after each of the last ``validate_last`` iterations, from reset seeds
+    ``validation_seed + i`` (apart from training's and the final evaluation's); the best iterate is kept.
+    0: keep the last iterate."""
+    validate_last: int = 4
+    validation_seed: int = 20_000
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.steps_per_iteration < 1 or self.gradient_steps < 0 or self.batch_size < 1:
@@ -71,6 +83,9 @@ class DAggerConfig:
                              "and gradient_steps non-negative")
         if not (0.0 <= self.beta0 <= 1.0 and 0.0 <= self.beta_decay <= 1.0):
             raise ValueError(f"dagger.beta0 and beta_decay must lie in [0, 1], got {self.beta0}, {self.beta_decay}")
+        if self.validation_episodes < 0 or self.validate_last < 1:
+            raise ValueError("dagger.validation_episodes must be non-negative and validate_last positive, got "
+                             f"{self.validation_episodes} and {self.validate_last}")
         if self.shift_pad < 0:
             raise ValueError(f"dagger.shift_pad must be non-negative, got {self.shift_pad}")
         if not 0.0 <= self.holdout_fraction < 1.0:
@@ -237,6 +252,8 @@ class IterationStats:
     holdout_loss: float
     """Imitation loss after retraining, on held-out samples of this iteration."""
     episode_returns: list[float]
+    validation_return: float | None = None
+    """Mean return of the student alone on the validation episodes (``None``: not validated)."""
 
 
 def train_dagger(
@@ -247,6 +264,7 @@ def train_dagger(
     seed: int = 0,
     on_iteration: Callable[[IterationStats], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    validate: Callable[[PixelStudentPolicy], float] | None = None,
 ) -> tuple[FrameStackBuffer, list[IterationStats]]:
     """Run DAgger and return the aggregated data and per-iteration statistics.
 
@@ -258,6 +276,8 @@ def train_dagger(
         seed: seeds the first reset and the sampling.
         on_iteration: called after each iteration (logging).
         on_progress: called with the number of env steps or gradient steps just done (progress bar).
+        validate: the student's mean return on validation episodes; with it, the last
+            ``config.validate_last`` iterates are scored and the student ends as the best of them.
     """
     from rlcyclegan.agents.policies import check_policy_fits
 
@@ -271,6 +291,7 @@ def train_dagger(
     rollout = RolloutState()
     train_indices = np.zeros(0, dtype=np.int64)
     history = []
+    best_return, best_weights = -np.inf, None
     for iteration in range(config.iterations):
         beta = config.beta(iteration)
         start = len(buffer)
@@ -285,10 +306,17 @@ def train_dagger(
         train_indices = np.concatenate([train_indices, np.setdiff1d(new, holdout)])
         train_loss = fit(student, optimizer, buffer, train_indices, config.gradient_steps, config.batch_size, rng,
                          config.shift_pad, on_step=(lambda _: on_progress(1)) if on_progress is not None else None)
+        validation = (float(validate(student)) if validate is not None
+                      and iteration >= config.iterations - config.validate_last else None)
+        if validation is not None and validation > best_return:
+            best_return = validation
+            best_weights = {k: v.detach().clone() for k, v in student.state_dict().items()}
         stats = IterationStats(iteration, beta, len(buffer), onpolicy, train_loss,
-                               imitation_loss(student, buffer, holdout), returns)
+                               imitation_loss(student, buffer, holdout), returns, validation)
         history.append(stats)
         if on_iteration is not None:
             on_iteration(stats)
+    if best_weights is not None:
+        student.load_state_dict(best_weights)
     student.eval()
     return buffer, history

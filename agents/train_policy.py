@@ -96,6 +96,8 @@ def _log_iteration(writer: Any, stats: IterationStats, bar: tqdm) -> None:
     writer.add_scalar("charts/dagger_beta", stats.beta, step)
     for episode_return in stats.episode_returns:
         writer.add_scalar("charts/episode_return", episode_return, step)
+    if stats.validation_return is not None:
+        writer.add_scalar("eval/dagger_validation_return", stats.validation_return, step)
     bar.set_postfix(it=stats.iteration, beta=f"{stats.beta:.2f}", onpolicy=f"{stats.onpolicy_loss:.4f}",
                     holdout=f"{stats.holdout_loss:.4f}")
 
@@ -183,13 +185,22 @@ def _train_student(config: PolicyTrainConfig, teacher: Teacher, device: torch.de
                                             **dataclasses.asdict(config.student)).to(device)
     dagger = config.dagger
     total = dagger.iterations * (dagger.steps_per_iteration + dagger.gradient_steps)
+
+    def validate(candidate: PixelStudentPolicy) -> float:
+        return float(evaluate_policy(candidate, config.domain, dagger.validation_episodes, dagger.validation_seed,
+                                     config.max_episode_steps).mean())
+
     with tqdm(total=total, desc="dagger", unit="step", disable=not progress) as bar:
         buffer, history = train_dagger(student, teacher, env, dagger, seed=config.seed,
-                                       on_iteration=lambda s: _log_iteration(writer, s, bar), on_progress=bar.update)
+                                       on_iteration=lambda s: _log_iteration(writer, s, bar), on_progress=bar.update,
+                                       validate=validate if dagger.validation_episodes > 0 else None)
     env.close()
     student.save(run_dir / "student.safetensors")
     summary["dagger_samples"] = len(buffer)
     summary["dagger"] = [dataclasses.asdict(s) for s in history]
+    validated = [s for s in history if s.validation_return is not None]
+    if validated:
+        summary["dagger_selected_iteration"] = max(validated, key=lambda s: s.validation_return).iteration
     summary["student_wall_s"] = time.perf_counter() - student_start
     return student
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import gymnasium as gym
 import numpy as np
@@ -117,6 +118,24 @@ def test_dagger_aggregates_labelled_states_and_reduces_imitation_loss() -> None:
     all_indices = np.arange(60)
     assert imitation_loss(student, buffer, all_indices) < 0.7 * imitation_loss(untrained, buffer, all_indices)
     assert history[1].train_loss < history[0].onpolicy_loss
+
+
+def test_dagger_ends_with_the_iterate_that_validated_best() -> None:
+    env = make_env("sim", image_size=SIZE, max_episode_steps=STEPS)
+    student = tiny_student(env)
+    config = DAggerConfig(iterations=3, steps_per_iteration=10, gradient_steps=5, batch_size=8, lr=2e-3,
+                          holdout_fraction=0.0, validation_episodes=1, validate_last=2)
+    scores, candidates = iter([7.0, 3.0]), []
+
+    def validate(candidate: PixelStudentPolicy) -> float:
+        candidates.append({k: v.clone() for k, v in candidate.state_dict().items()})
+        return next(scores)
+
+    _, history = train_dagger(student, LinearTeacher(), env, config, seed=0, validate=validate)
+    assert [h.validation_return for h in history] == [None, 7.0, 3.0]  # only the last two iterates are scored
+    first, last = candidates
+    assert not all(torch.equal(first[k], last[k]) for k in first)  # training went on after the best iterate
+    assert all(torch.equal(v, first[k]) for k, v in student.state_dict().items())
 
 
 def test_frame_stack_buffer_repeats_the_first_frame_at_episode_starts() -> None:
@@ -266,6 +285,7 @@ def test_train_and_eval_policy_commands_end_to_end(tmp_path, capsys) -> None:
         "teacher.eval_every=64", "teacher.eval_episodes=1", "teacher.max_episode_steps=20",
         "teacher.algo_kwargs={n_steps: 64, batch_size: 32, n_epochs: 1}", "dagger.iterations=2",
         "dagger.steps_per_iteration=25", "dagger.gradient_steps=5", "dagger.batch_size=8",
+        "dagger.validation_episodes=1", "dagger.validate_last=2",
         "student.width=4", "student.features_dim=16", "student.hidden_dim=16",
     ]
     run = tmp_path / "run"
@@ -273,6 +293,9 @@ def test_train_and_eval_policy_commands_end_to_end(tmp_path, capsys) -> None:
                  *overrides]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["dagger_samples"] == 50 and len(summary["student_returns"]) == 2
+    validation = [it["validation_return"] for it in summary["dagger"]]
+    assert all(math.isfinite(v) for v in validation)
+    assert summary["dagger_selected_iteration"] == int(np.argmax(validation))
     assert {p.name for p in run.iterdir()} >= {"teacher.zip", "teacher.obs_norm.json", "student.safetensors",
                                                 "config.yaml", "summary.json"}
     assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
