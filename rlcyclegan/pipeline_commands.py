@@ -36,8 +36,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     pipeline = _load(args)
-    pipeline.force = True
-    pipeline.stage_evaluate()
+    pipeline.stage_evaluate(even_if_current=True)
     _print_results(pipeline.run_dir)
     return 0
 
@@ -61,4 +60,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     evaluate = subparsers.add_parser("evaluate", help="evaluate every condition of a pipeline run and write the report")
     _common(evaluate)
-    evaluate.set_defaults(func=run_evaluate, force=True)
+    evaluate.add_argument("--force", action="store_true", help="run every job again, not only those whose inputs changed")
+    evaluate.set_defaults(func=run_evaluate)
