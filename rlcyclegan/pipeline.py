@@ -538,8 +538,9 @@ class Pipeline:
         keys = self._evaluation_keys(conditions)
         cache = self._evaluation_cache()
         stale = self._stale_evaluation_jobs(keys, cache)
-        for name in keys.keys() - set(stale):
-            print(f"[{name}] inputs unchanged, cached result reused")
+        for name in keys:
+            if name not in stale:
+                print(f"[{name}] inputs unchanged, cached result reused")
 
         def remember(name: str, result: Any) -> None:
             cache[name] = {"key": keys[name], "result": result}
