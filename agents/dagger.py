@@ -17,7 +17,8 @@ DAgger's guarantee is for the best of its iterates, and Ross et al. return "the 
 The last iterate is not reliably the best: five standard-budget students ended at 63-91% of the teacher,
 and in four of them the rollouts of an iterate a few iterations earlier had scored higher. With
 ``validation_episodes > 0`` the student runs alone for that many episodes after each of the last
-``validate_last`` iterations, and the best-scoring iterate is the one returned.
+``validate_last`` iterations, and the best-scoring iterate is the one returned. With seed 1 that kept
+iteration 6 (88% of the teacher) over the last (70%); with seed 0 the last iterate was the best.
 
 Frames are stored once per step (uint8, newest frame only) and the stacks are rebuilt by index, a third
 of the memory of storing ``(H, W, 3k)`` stacks.
