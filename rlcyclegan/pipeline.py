@@ -453,11 +453,12 @@ class Pipeline:
     def stage_evaluate(self, even_if_current: bool = False) -> None:
         """Evaluate, unless ``results.json`` exists and no job's inputs changed; ``even_if_current`` rewrites the
         results and report all the same (from cached job results where the inputs are unchanged)."""
-        stale = self._stale_evaluation_jobs(self._evaluation_keys(self._conditions()), self._evaluation_cache())
+        keys = self._evaluation_keys(self._conditions())  # hashes every input (seconds): once per stage
+        stale = self._stale_evaluation_jobs(keys, self._evaluation_cache())
         if not stale and even_if_current:
-            self.evaluate()  # nothing to run: no new wall time to record over the one that produced the results
+            self.evaluate(keys)  # nothing to run: no new wall time to record over the one that produced the results
         else:
-            self._timed("evaluate", (self.run_dir / "results.json").exists() and not stale, self.evaluate)
+            self._timed("evaluate", (self.run_dir / "results.json").exists() and not stale, lambda: self.evaluate(keys))
 
     # -- evaluation and report -----------------------------------------------------------------------
 
@@ -525,17 +526,18 @@ class Pipeline:
         return [name for name, key in keys.items()
                 if cache.get(name, {}).get("key") != key or not outputs.get(name, self.run_dir).exists()]
 
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self, keys: dict[str, str] | None = None) -> dict[str, Any]:
         """Every condition's returns, translation quality and videos (as jobs); writes results and report.
 
         Jobs whose inputs are unchanged reuse their cached result (``evaluation.json``); ``force`` runs all.
+        ``keys``: the jobs' input keys, when the caller has just computed them.
         """
         import torch
         from tqdm import tqdm
 
         c = self.config
         conditions = self._conditions()
-        keys = self._evaluation_keys(conditions)
+        keys = self._evaluation_keys(conditions) if keys is None else keys
         cache = self._evaluation_cache()
         stale = self._stale_evaluation_jobs(keys, cache)
         for name in keys:
