@@ -92,6 +92,15 @@ def cycle_loss(original: torch.Tensor, reconstructed: torch.Tensor) -> torch.Ten
     return (reconstructed - original).abs().mean()
 
 
+def masked_l1(target: torch.Tensor, output: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean L1 over the pixels where ``mask`` (``(B, 1, H, W)`` bool, broadcast over channels) is true.
+
+    The paired oracle's L1 restricted to what its input determines; 0 when no pixel is selected.
+    """
+    selected = mask.expand_as(output).to(output.dtype)
+    return ((output - target).abs() * selected).sum() / selected.sum().clamp(min=1.0)
+
+
 def identity_loss(target_domain_image: torch.Tensor, mapped: torch.Tensor) -> torch.Tensor:
     """One generator's identity loss, mean L1 (CycleGAN section 5.2).
 

@@ -17,6 +17,7 @@ Layout of ``RUN``::
     dr_policy/student.safetensors   the same, trained on the randomized domain (standard preset)
     data/{sim,real,real_test}/      rollouts of the behaviour policy with action noise (real_test: held out)
     data/real_as_sim/               data/real's true states rendered in sim (paired oracle only)
+    data/real_as_sim_segmentation/  ... and their sim segmentation (an oracle with loss.paired_ignore only)
     q/{sim,real}/q.safetensors      pixel Q-networks (TD on each domain's rollouts)
     translators/NAME/               trainer runs (checkpoints/latest holds the generators)
     results.json, report.md, translations.png, videos/*.gif
@@ -26,6 +27,7 @@ Layout of ``RUN``::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import platform
@@ -34,13 +36,16 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 import rlcyclegan
 from rlcyclegan.config import ConfigError, load_config, to_dict
 from rlcyclegan.fileio import content_key, write_json_atomically
+
+if TYPE_CHECKING:
+    from rlcyclegan.train_config import TrainConfig
 
 PERFECT = "real + perfect translation (reference)"
 """The policy shown the true sim rendering of each real state: what the physics gap alone costs."""
@@ -141,6 +146,23 @@ class Job:
     name: str
     work: Callable[..., Any]
     args: tuple = ()
+
+
+def train_paired(config: TrainConfig, resume: bool, progress: bool) -> Path:
+    """Render the paired ground truth ``config`` reads from the hidden real states, then train the translator.
+
+    The rendering is a few minutes of CPU on the standard preset, so it runs inside the job, beside the
+    other trainings, instead of holding them back.
+    """
+    from rlcyclegan.data.paired import rerender_dataset
+    from rlcyclegan.train_loop import train
+
+    assert config.data.real is not None and config.data.paired_real is not None
+    rerender_dataset(config.data.real, config.data.paired_real)
+    if config.loss.paired_ignore:
+        assert config.data.paired_real_segmentation is not None
+        rerender_dataset(config.data.real, config.data.paired_real_segmentation, segmentation=True)
+    return train(config, resume, progress)
 
 
 def _timed_call(work: Callable[..., Any], args: tuple, threads: int = 0) -> tuple[Any, float]:
@@ -422,10 +444,11 @@ class Pipeline:
                 *(["speed.threads=1"] if parallel else []), *c.translator_overrides, *run.overrides,
             ]
             if run.paired:
-                from rlcyclegan.data.paired import rerender_dataset
-
-                overrides.append(f"data.paired_real={rerender_dataset(self.data_path('real'), self.data_path('real_as_sim'))}")
+                overrides += [f"data.paired_real={self.data_path('real_as_sim')}",
+                              f"data.paired_real_segmentation={self.data_path('real_as_sim_segmentation')}"]
             config = load_config(TrainConfig, run.config, overrides)
+            if run.paired and not config.loss.paired_ignore:  # the segmentation is rendered only when read
+                config = dataclasses.replace(config, data=dataclasses.replace(config.data, paired_real_segmentation=None))
             done = self.translator_iterations(name)
             if done is not None and done >= config.iterations and not self.force:
                 print(f"[translator:{name}] outputs exist, skipped (--force redoes it)")
@@ -434,7 +457,7 @@ class Pipeline:
                 shutil.rmtree(self.translator_dir(name), ignore_errors=True)
                 done = None
             # a run that an interruption left short of its iterations resumes from its latest checkpoint
-            job = Job(f"translator:{name}", train, (config, done is not None, progress))
+            job = Job(f"translator:{name}", train_paired if run.paired else train, (config, done is not None, progress))
             (paired if run.paired else unpaired).append(job)
         # Jobs start in this order, `jobs` at a time. A paired translator trains in about half the time of an
         # unpaired one (no cycle, no second generator), so it goes last, into the gap the longer jobs leave:

@@ -109,6 +109,10 @@ class LossConfig:
     """Weight of ||F(y) - x_true(y)||_1 against the true sim rendering of y's state (pix2pix's L1 term, with
     pix2pix's weight 100): the paired oracle, which sees ground truth no unpaired method has. Needs
     ``data.paired_real``."""
+    paired_ignore: tuple[str, ...] = ()
+    """Classes of the true sim segmentation (``SEGMENTATION_CLASSES``) left out of the paired L1, e.g.
+    ``[floor]``: a real frame shows the real floor's 0.25 m squares, which do not say where the sim floor's
+    larger squares lie, so L1 there only teaches a blur. Needs ``data.paired_real_segmentation``."""
     cycle_mode: Literal["full", "detached", "none"] = "full"
     """``detached``: F(G(x).detach()) and G(F(y).detach()), so a reconstruction never trains the first
     generator (helps simulated domains whose textures and link thickness must change); the RL-scene loss then
@@ -139,6 +143,13 @@ class LossConfig:
                 raise ConfigError(f"loss.{name} must be >= 0, got {value}")
         if self.rl_scene_q_scale is not None and not self.rl_scene_q_scale > 0:
             raise ConfigError(f"loss.rl_scene_q_scale must be positive or null, got {self.rl_scene_q_scale}")
+        if self.paired_ignore:
+            from rlcyclegan.envs.model import SEGMENTATION_CLASSES
+
+            unknown_classes = [c for c in self.paired_ignore if c not in SEGMENTATION_CLASSES]
+            if unknown_classes:
+                raise ConfigError(f"loss.paired_ignore: unknown class {unknown_classes[0]!r}; choose from "
+                                  f"{', '.join(SEGMENTATION_CLASSES)}")
         unknown = [a for a in self.ablations if a not in ABLATIONS]
         if unknown:
             raise ConfigError(f"unknown ablation {unknown[0]!r}; choose from {', '.join(ABLATIONS)}")
@@ -218,19 +229,28 @@ class DataConfig:
     """Frames per observation for rollouts (image folders: always 1)."""
     batch_size: int = 4
     """Stacks per domain per iteration (per process under DDP); the translator sees batch_size * frame_stack frames."""
+    extra_frames: int = 0
+    """Single frames of other states, per domain and iteration, that only the image losses (GAN, cycle,
+    identity) see, on top of the ``batch_size`` stacks. A stack's frames are consecutive and nearly the same,
+    so RL-CycleGAN at batch 1 gives its discriminators one state per iteration where CycleGAN at batch 3
+    gives three; extra frames restore that variety without translating whole stacks for the Q-networks."""
     prefetch: int = 2
     """Batches sampled ahead in a background thread (0: sample on the training thread)."""
     paired_real: Path | None = None
     """The ``real`` dataset re-rendered in the ``sim`` look (same episodes and steps), for the paired oracle
     only (``loss.lambda_paired``); ``rlcyclegan pipeline`` writes it from the hidden true states."""
+    paired_real_segmentation: Path | None = None
+    """The same states' true segmentation in the ``sim`` look (``rerender_dataset(..., segmentation=True)``),
+    for ``loss.paired_ignore`` only."""
 
     def __post_init__(self) -> None:
         if self.format == "rollouts" and (self.sim is None or self.real is None):
             raise ConfigError("data.format=rollouts needs data.sim and data.real (dataset directories)")
         if self.format == "image_folder" and self.root is None:
             raise ConfigError("data.format=image_folder needs data.root (a folder with trainA/ and trainB/)")
-        if self.image_size < 4 or self.frame_stack < 1 or self.batch_size < 1 or self.prefetch < 0:
-            raise ConfigError("data.image_size must be >= 4, frame_stack and batch_size >= 1, prefetch >= 0")
+        if self.image_size < 4 or self.frame_stack < 1 or self.batch_size < 1 or self.prefetch < 0 or self.extra_frames < 0:
+            raise ConfigError("data.image_size must be >= 4, frame_stack and batch_size >= 1, prefetch and "
+                              "extra_frames >= 0")
 
 
 @dataclass
@@ -288,6 +308,8 @@ class TrainConfig:
         self.loss.check_generators_trained()
         if self.loss.lambda_paired > 0 and (self.data.paired_real is None or self.data.format != "rollouts"):
             raise ConfigError("loss.lambda_paired > 0 (the paired oracle) needs rollout data and data.paired_real")
+        if self.loss.paired_ignore and (self.loss.lambda_paired == 0 or self.data.paired_real_segmentation is None):
+            raise ConfigError("loss.paired_ignore needs loss.lambda_paired > 0 and data.paired_real_segmentation")
 
 
 def architecture(config: TrainConfig) -> dict[str, Any]:

@@ -84,7 +84,9 @@ def build_sources(data: DataConfig) -> tuple[BatchSource, BatchSource]:
                              f"data.image_size is {data.image_size}; set data.image_size={source.image_size} "
                              f"or collect at --image-size {data.image_size}")
     if data.paired_real is not None:
-        return sources[0], PairedSource(sources[1], RolloutDataset(data.paired_real, data.frame_stack))
+        segmentation = (RolloutDataset(data.paired_real_segmentation, data.frame_stack)
+                        if data.paired_real_segmentation is not None else None)
+        return sources[0], PairedSource(sources[1], RolloutDataset(data.paired_real, data.frame_stack), segmentation)
     return sources
 
 
@@ -101,8 +103,8 @@ class Prefetcher:
     """
 
     def __init__(self, sim: BatchSource, real: BatchSource, batch_size: int, seed: int, rank: int, start: int,
-                 stop: int, depth: int, pin_memory: bool) -> None:
-        self.sim, self.real, self.batch_size = sim, real, batch_size
+                 stop: int, depth: int, pin_memory: bool, extra_frames: int = 0) -> None:
+        self.sim, self.real, self.batch_size, self.extra_frames = sim, real, batch_size, extra_frames
         self.seed, self.rank = seed, rank
         self.pin_memory = pin_memory
         self.iterations = range(start, stop)
@@ -117,6 +119,9 @@ class Prefetcher:
     def sample(self, iteration: int) -> tuple[TransitionBatch, TransitionBatch]:
         rng = batch_rng(self.seed, self.rank, iteration)
         sim, real = self.sim.sample(self.batch_size, rng), self.real.sample(self.batch_size, rng)
+        if self.extra_frames:
+            sim, real = (batch._replace(extra_frames=source.sample(self.extra_frames, rng).obs[:, -3:].contiguous())
+                         for batch, source in ((sim, self.sim), (real, self.real)))
         if self.pin_memory:
             sim, real = (TransitionBatch(*(t.pin_memory() if t is not None else None for t in b)) for b in (sim, real))
         return sim, real
@@ -279,7 +284,7 @@ def _train(config: TrainConfig, resume: bool, progress: bool, group: ProcessGrou
         return path
 
     batches = Prefetcher(sim, real, config.data.batch_size, config.seed, group.rank, start, config.iterations,
-                         config.data.prefetch, pin_memory=device.type == "cuda")
+                         config.data.prefetch, pin_memory=device.type == "cuda", extra_frames=config.data.extra_frames)
     bar = tqdm(total=config.iterations, initial=start, unit="it", dynamic_ncols=True,
                disable=not (progress and group.is_main))
     last_saved = latest

@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from rlcyclegan.agents.q_network import PixelQNetwork, load_q, make_target, polyak_update
 from rlcyclegan.data.batches import TransitionBatch, float_to_frames, frames_to_float
 from rlcyclegan.device import autocast, autocast_dtype
+from rlcyclegan.envs.model import SEGMENTATION_CLASSES
 from rlcyclegan.image_pool import ImagePool
 from rlcyclegan.losses import (
     DISTANCES,
@@ -46,6 +47,7 @@ from rlcyclegan.losses import (
     cycle_loss,
     discriminator_loss,
     identity_loss,
+    masked_l1,
     rl_scene_loss,
     td_loss,
 )
@@ -326,6 +328,12 @@ class RLCycleGANTrainer:
         """Float frame stacks ``(B, 3k, H, W)`` -> frames ``(B*k, 3, H, W)`` in the networks' memory format."""
         return stack_to_frames(stacks).contiguous(memory_format=self.memory_format)
 
+    def _paired_mask(self, labels: torch.Tensor) -> torch.Tensor:
+        """Class maps ``(B, k, H, W)`` -> ``(B*k, 1, H, W)``, true where the class counts in the paired L1."""
+        ignored = torch.tensor([SEGMENTATION_CLASSES.index(c) for c in self.loss.paired_ignore], device=labels.device)
+        b, k, h, w = labels.shape
+        return ~torch.isin(labels, ignored).reshape(b * k, 1, h, w)
+
     def _stacks(self, frames: torch.Tensor) -> torch.Tensor:
         """Translated frames ``(B*k, 3, H, W)`` -> float32 stacks ``(B, 3k, H, W)`` for the Q-networks."""
         return frames_to_stack(frames.float().contiguous(), self.frame_stack)
@@ -334,8 +342,9 @@ class RLCycleGANTrainer:
                  a_x: torch.Tensor, a_y: torch.Tensor, detach: bool) -> SceneQ:
         """The six RL-scene Q-values, each Q-network called once on all its inputs."""
         assert t.rec_x is not None and t.rec_y is not None
+        n = len(x_s) * self.frame_stack  # the stacks' frames; extra frames (``data.extra_frames``) have no action
         fake_y, fake_x, rec_x, rec_y = (
-            self._stacks(i.detach() if detach else i) for i in (t.fake_y, t.fake_x, t.rec_x, t.rec_y)
+            self._stacks((i.detach() if detach else i)[:n]) for i in (t.fake_y, t.fake_x, t.rec_x, t.rec_y)
         )
         q_sim, q_real = critics(
             torch.cat([x_s, rec_x, fake_x]), torch.cat([a_x, a_x, a_y]),  # Q_sim: x, F(G(x)), F(y)
@@ -359,6 +368,9 @@ class RLCycleGANTrainer:
         sim, real = sim.to(self.device, non_blocking=True), real.to(self.device, non_blocking=True)
         x_s, y_s = frames_to_float(sim.obs), frames_to_float(real.obs)  # (B, 3k, H, W) in [-1, 1]
         x, y = self._frames(x_s), self._frames(y_s)  # (B*k, 3, H, W)
+        if sim.extra_frames is not None and real.extra_frames is not None:  # (B*k + E, 3, H, W), stacks first
+            x = torch.cat([x, self._frames(frames_to_float(sim.extra_frames))])
+            y = torch.cat([y, self._frames(frames_to_float(real.extra_frames))])
         values: dict[str, torch.Tensor] = {}
 
         # 1. Generators G and F, with D and Q frozen: no gradient may reach them from this backward pass.
@@ -386,7 +398,13 @@ class RLCycleGANTrainer:
                 values |= {"losses/identity_sim2real": idt_g, "losses/identity_real2sim": idt_f}
             if w.lambda_paired > 0:  # the paired oracle: ||F(y) - x_true(y)||_1, pix2pix's L1 term
                 assert real.paired_obs is not None, "lambda_paired needs real batches with paired_obs"
-                paired = cycle_loss(self._frames(frames_to_float(real.paired_obs)), t.fake_x.float())
+                truth = self._frames(frames_to_float(real.paired_obs))
+                fake_x = t.fake_x[:len(truth)].float()  # extra frames have no paired truth
+                if w.paired_ignore:
+                    assert real.paired_labels is not None, "loss.paired_ignore needs real batches with paired_labels"
+                    paired = masked_l1(truth, fake_x, self._paired_mask(real.paired_labels))
+                else:
+                    paired = cycle_loss(truth, fake_x)
                 loss_G = loss_G + w.lambda_paired * paired
                 values["losses/paired_real2sim"] = paired
             if w.lambda_rl_scene > 0:

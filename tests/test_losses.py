@@ -16,6 +16,7 @@ from rlcyclegan.losses import (
     huber_distance,
     identity_loss,
     lsgan_loss,
+    masked_l1,
     rl_scene_loss,
     scene_consistency_loss,
     squared_distance,
@@ -56,6 +57,15 @@ def test_cycle_and_identity_losses_are_mean_l1():
     assert cycle_loss(x, reconstruction).item() == pytest.approx(0.75)  # (1 + 0 + 2 + 0) / 4
     assert identity_loss(x, reconstruction).item() == pytest.approx(0.75)
     assert cycle_loss(x, x).item() == 0.0
+
+
+def test_masked_l1_averages_only_the_selected_pixels_over_all_channels():
+    target = torch.zeros(1, 2, 1, 2)  # (B, C, H, W): two channels, two pixels
+    output = torch.tensor([[[[1.0, 4.0]], [[3.0, 8.0]]]])
+    mask = torch.tensor([[[[True, False]]]])  # (B, 1, H, W): only the first pixel counts
+    assert masked_l1(target, output, mask).item() == pytest.approx(2.0)  # (1 + 3) / 2
+    assert masked_l1(target, output, torch.ones_like(mask)).item() == pytest.approx(4.0)  # cycle_loss's mean
+    assert masked_l1(target, output, torch.zeros_like(mask)).item() == 0.0
 
 
 def test_distances_by_hand():

@@ -157,9 +157,6 @@ def test_returns_table_gives_no_percentage_of_a_reference_indistinguishable_from
 
 
 def test_train_starts_the_paired_translator_after_the_students(tmp_path: Path, monkeypatch) -> None:
-    import rlcyclegan.data.paired
-
-    monkeypatch.setattr(rlcyclegan.data.paired, "rerender_dataset", lambda real, out: out)
     started: list[str] = []
     monkeypatch.setattr(Pipeline, "_run_jobs", lambda self, jobs: started.extend(job.name for job in jobs) or {})
     config = load_config(PipelineConfig, tiny_config(tmp_path), ["jobs=2", "dr_policy=true"])

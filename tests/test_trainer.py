@@ -156,6 +156,34 @@ def test_rl_scene_loss_trains_the_q_networks_only_when_switched_on(data, trains_
     assert not same(*after)
 
 
+def test_extra_frames_reach_the_image_losses_and_not_the_rl_scene_loss(data):
+    sim, real = batches(data, 0)
+    rng = np.random.default_rng(9)
+    extra_sim, extra_real = (source.sample(3, rng).obs[:, -3:].contiguous() for source in data)
+    plain = make_trainer(tiny()).step(sim, real)
+    extra = make_trainer(tiny()).step(sim._replace(extra_frames=extra_sim), real._replace(extra_frames=extra_real))
+    assert extra["losses/rl_scene"] == pytest.approx(plain["losses/rl_scene"], rel=1e-6)
+    assert extra["q/sim"] == pytest.approx(plain["q/sim"], rel=1e-6)
+    for image_loss in ("losses/gan_sim2real", "losses/cycle_forward", "losses/identity_sim2real", "losses/D_real"):
+        assert extra[image_loss] != pytest.approx(plain[image_loss], rel=1e-6)
+
+
+def test_prefetcher_adds_the_newest_frame_of_other_states_per_domain(data):
+    from rlcyclegan.train_loop import Prefetcher, batch_rng
+
+    sim, real = Prefetcher(*data, BATCH, seed=4, rank=0, start=0, stop=1, depth=0, pin_memory=False,
+                           extra_frames=3).sample(0)
+    rng = batch_rng(4, 0, 0)
+    for source in data:  # the stacks first, then the extra states, from one random stream
+        source.sample(BATCH, rng)
+    for batch, source in zip((sim, real), data, strict=True):
+        assert batch.obs.shape == (BATCH, 3 * STACK, SIZE, SIZE)
+        assert batch.extra_frames is not None and batch.extra_frames.shape == (3, 3, SIZE, SIZE)
+    expected = [source.sample(3, rng).obs[:, -3:] for source in data]
+    torch.testing.assert_close(sim.extra_frames, expected[0])
+    torch.testing.assert_close(real.extra_frames, expected[1])
+
+
 def test_rl_scene_loss_is_zero_for_identity_generators_and_one_q_network(data):
     trainer = make_trainer(tiny())
     trainer.translator.G_sim2real = trainer.translator.G_real2sim = nn.Identity()

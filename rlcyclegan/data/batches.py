@@ -26,6 +26,9 @@ class TransitionBatch(NamedTuple):
     terminated: torch.Tensor | None = None  # (B,) float32, 1.0 where the episode ended without bootstrap
     paired_obs: torch.Tensor | None = None  # (B, 3k, H, W) uint8, the same states in the other domain's look
     """Ground truth that no unpaired method may see: only the paired oracle (``loss.lambda_paired``) reads it."""
+    paired_labels: torch.Tensor | None = None  # (B, k, H, W) uint8, the true segmentation of paired_obs
+    extra_frames: torch.Tensor | None = None  # (E, 3, H, W) uint8, newest frames of E other states
+    """For the image losses only (``data.extra_frames``): no actions, no stacks, no paired truth."""
 
     @property
     def has_transitions(self) -> bool:

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from rlcyclegan.data.batches import TransitionBatch
+from rlcyclegan.data.paired import SEGMENTATION_CONTENT
 from rlcyclegan.data.storage import episode_group, list_shards, open_shard, read_metadata
 
 CACHE_RAM_FRACTION = 0.25
@@ -431,20 +432,27 @@ def _load_image(path: Path, size: int) -> np.ndarray:
 class PairedSource:
     """Real transitions together with the same states rendered in another look: the paired oracle's data.
 
-    ``paired`` must be ``real`` re-rendered (``rlcyclegan.data.paired``): the same collection settings (seed,
-    policy, noise), episodes and lengths, so one index names the same state in both.
+    ``paired`` (and ``segmentation``, the same states' class maps) must be ``real`` re-rendered
+    (``rlcyclegan.data.paired``): the same collection settings (seed, policy, noise), episodes and lengths,
+    so one index names the same state in all of them.
     """
 
-    def __init__(self, real: RolloutDataset, paired: RolloutDataset) -> None:
+    def __init__(self, real: RolloutDataset, paired: RolloutDataset, segmentation: RolloutDataset | None = None) -> None:
         def settings(d: RolloutDataset) -> dict[str, Any]:
             return {k: v for k, v in d.metadata["collection"].items() if k != "domain"}
 
-        same = (settings(real) == settings(paired) and np.array_equal(real.episode_ids, paired.episode_ids)
-                and np.array_equal(real.episode_lengths, paired.episode_lengths))
-        if not same:
-            raise ValueError(f"{paired.path} is not {real.path} re-rendered: collection settings, episodes or "
-                             "lengths differ")
-        self.real, self.paired = real, paired
+        for other in (paired, segmentation) if segmentation is not None else (paired,):
+            same = (settings(real) == settings(other) and np.array_equal(real.episode_ids, other.episode_ids)
+                    and np.array_equal(real.episode_lengths, other.episode_lengths))
+            if not same:
+                raise ValueError(f"{other.path} is not {real.path} re-rendered: collection settings, episodes or "
+                                 "lengths differ")
+        if paired.metadata.get("content") == SEGMENTATION_CONTENT:
+            raise ValueError(f"{paired.path} holds class maps, not pictures; pass it as the segmentation")
+        if segmentation is not None and segmentation.metadata.get("content") != SEGMENTATION_CONTENT:
+            raise ValueError(f"{segmentation.path} holds pictures, not class maps; write it with "
+                             "rerender_dataset(..., segmentation=True)")
+        self.real, self.paired, self.segmentation = real, paired, segmentation
         self.image_size, self.frame_stack = real.image_size, real.frame_stack
         self.domain_name, self.has_transitions = real.domain_name, real.has_transitions
 
@@ -454,11 +462,17 @@ class PairedSource:
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> TransitionBatch:
         indices = self.real.sample_indices(batch_size, rng)
-        return self.real.get_batch(indices)._replace(paired_obs=self.paired.get_batch(indices).obs)
+        batch = self.real.get_batch(indices)._replace(paired_obs=self.paired.get_batch(indices).obs)
+        if self.segmentation is None:
+            return batch
+        labels = self.segmentation.get_batch(indices).obs[:, ::3]  # (B, k, H, W): the class in every channel
+        return batch._replace(paired_labels=labels.contiguous())
 
     def shard(self, rank: int, world_size: int) -> PairedSource:
         view = copy.copy(self)
         view.real, view.paired = self.real.shard(rank, world_size), self.paired.shard(rank, world_size)
+        if self.segmentation is not None:
+            view.segmentation = self.segmentation.shard(rank, world_size)
         return view
 
 
