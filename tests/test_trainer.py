@@ -176,7 +176,7 @@ def test_prefetcher_adds_the_newest_frame_of_other_states_per_domain(data):
     rng = batch_rng(4, 0, 0)
     for source in data:  # the stacks first, then the extra states, from one random stream
         source.sample(BATCH, rng)
-    for batch, source in zip((sim, real), data, strict=True):
+    for batch in (sim, real):
         assert batch.obs.shape == (BATCH, 3 * STACK, SIZE, SIZE)
         assert batch.extra_frames is not None and batch.extra_frames.shape == (3, 3, SIZE, SIZE)
     expected = [source.sample(3, rng).obs[:, -3:] for source in data]
