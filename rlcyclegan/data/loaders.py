@@ -441,7 +441,7 @@ class PairedSource:
         def settings(d: RolloutDataset) -> dict[str, Any]:
             return {k: v for k, v in d.metadata["collection"].items() if k != "domain"}
 
-        for other in (paired, segmentation) if segmentation is not None else (paired,):
+        for other in [d for d in (paired, segmentation) if d is not None]:
             same = (settings(real) == settings(other) and np.array_equal(real.episode_ids, other.episode_ids)
                     and np.array_equal(real.episode_lengths, other.episode_lengths))
             if not same:
