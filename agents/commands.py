@@ -7,6 +7,7 @@ name) plus ``key=value`` overrides, as every command here does; ``eval-*`` take 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -75,10 +76,19 @@ def run_train_q(args: argparse.Namespace) -> int:
     summary = run_train_q(config, progress=not args.no_progress)
     print(f"Q ({summary['domain']}): {summary['q_path']}")
     if "spearman" in summary:
-        print(f"Spearman(Q, MC return) on {summary['episodes']} held-out episodes: {summary['spearman']:.3f} "
-              f"(steps >= {summary['min_remaining']} from the end), {summary['spearman_all_steps']:.3f} (all steps), "
-              f"{summary['spearman_within_episodes']:.3f} (within episodes, averaged)")
+        print(_describe_check(summary, "held out", summary["min_remaining"]))
+    if "check_data" in summary:
+        print(_describe_check(summary["check_data"], summary["check_data"]["data"], config.horizon()))
     return 0
+
+
+def _describe_check(check: dict, source: str, min_remaining: int) -> str:
+    """One line for a ``QCheck`` (as a dict)."""
+    low, high = check["spearman_ci95"]
+    return (f"Spearman(Q, MC return), {check['episodes']} episodes ({source}): {check['spearman']:.3f} on "
+            f"{check['steps']} steps >= {min_remaining} from the end (95% CI over episodes {low:.3f} to {high:.3f}); "
+            f"{check['spearman_all_steps']:.3f} on all steps; {check['spearman_within_episodes']:.3f} within "
+            "episodes, averaged")
 
 
 def run_eval_q(args: argparse.Namespace) -> int:
@@ -95,9 +105,7 @@ def run_eval_q(args: argparse.Namespace) -> int:
                          f"{dataset.image_size}x{dataset.image_size}")
     min_remaining = args.min_remaining if args.min_remaining is not None else truncation_horizon(gamma)
     check = q_return_check(q, last_episodes(dataset, args.episodes), gamma, min_remaining, q.frame_stack)
-    print(f"Spearman(Q, MC return), gamma {gamma}: {check.spearman:.3f} on {check.steps} steps >= "
-          f"{min_remaining} from the end; {check.spearman_all_steps:.3f} on all steps ({check.episodes} episodes); "
-          f"{check.spearman_within_episodes:.3f} within episodes, averaged")
+    print(f"gamma {gamma}. " + _describe_check(dataclasses.asdict(check), str(args.data), min_remaining))
     return 0
 
 

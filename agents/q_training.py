@@ -31,6 +31,8 @@ from rlcyclegan.data.batches import TransitionBatch, frames_to_float
 from rlcyclegan.losses import td_loss
 
 if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
     from rlcyclegan.data.loaders import EpisodeData, RolloutDataset
 
 
@@ -65,6 +67,10 @@ class QTrainConfig:
     """Polyak rate of the target network."""
     holdout_episodes: int = 5
     """Last episodes of the dataset kept out of training for the Spearman check."""
+    check_data: Path | None = None
+    """A separately collected dataset of the same domain, all of whose episodes are checked too. Longer
+    episodes than the training data's give the check more steps beyond the horizon, and more episodes make
+    it depend less on which ones were drawn (see ``QCheck.spearman_ci95``)."""
     min_remaining: int | None = None
     """Skip steps this close to an episode's end in the check; None: the horizon where gamma^n < 0.05."""
     log_every: int = 100
@@ -208,6 +214,9 @@ class QCheck:
     """The mean over episodes of each episode's own correlation (same steps): whether Q follows the return
     as it changes inside an episode. The pooled figure also rewards telling episodes apart, so it rises with
     how much the held-out episodes differ from each other, which is luck of the draw with few episodes."""
+    spearman_ci95: tuple[float, float]
+    """95% bootstrap interval of ``spearman`` over episodes drawn with replacement: the steps of one episode
+    are far from independent, so the episodes, not the steps, are the sample."""
 
 
 @torch.no_grad()
@@ -245,8 +254,33 @@ def return_check(predicted: list[np.ndarray], episodes: list[EpisodeData], gamma
     q_all, g_all, mask = np.concatenate(predicted), np.concatenate(returns), np.concatenate(keep)
     kept = spearman(q_all[mask], g_all[mask]) if mask.sum() >= 2 else float("nan")
     within = [spearman(q_e[k], g_e[k]) for q_e, g_e, k in zip(predicted, returns, keep, strict=True) if k.sum() >= 2]
+    interval = episode_bootstrap_interval([q_e[k] for q_e, k in zip(predicted, keep, strict=True)],
+                                          [g_e[k] for g_e, k in zip(returns, keep, strict=True)])
     return QCheck(kept, spearman(q_all, g_all), int(mask.sum()), len(episodes),
-                  float(np.mean(within)) if within else float("nan"))
+                  float(np.mean(within)) if within else float("nan"), interval)
+
+
+def episode_bootstrap_interval(predicted: list[np.ndarray], returns: list[np.ndarray], resamples: int = 1000,
+                               seed: int = 0) -> tuple[float, float]:
+    """2.5th and 97.5th percentiles of the pooled Spearman correlation over resamples of whole episodes.
+
+    ``predicted`` and ``returns`` hold one array per episode (the checked steps only). NaN where fewer than two
+    steps are checked.
+    """
+    pairs = [(q_e, g_e) for q_e, g_e in zip(predicted, returns, strict=True) if len(q_e)]
+    if sum(len(q_e) for q_e, _ in pairs) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    correlations = []
+    for _ in range(resamples):
+        drawn = [pairs[i] for i in rng.integers(0, len(pairs), size=len(pairs))]
+        q_drawn, g_drawn = np.concatenate([q for q, _ in drawn]), np.concatenate([g for _, g in drawn])
+        correlations.append(spearman(q_drawn, g_drawn) if len(q_drawn) >= 2 else float("nan"))
+    finite = np.asarray(correlations)[np.isfinite(correlations)]
+    if not finite.size:
+        return float("nan"), float("nan")
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def q_return_correlation(q: PixelQNetwork, dataset: RolloutDataset, gamma: float, episodes: int | None = None,
@@ -340,6 +374,13 @@ def run_train_q(config: QTrainConfig, progress: bool = True) -> dict:
     seed_everything(config.seed)
     device = resolve_device(config.device)
     dataset = RolloutDataset(config.data, frame_stack=config.frame_stack)
+    check_dataset = None if config.check_data is None else RolloutDataset(config.check_data,
+                                                                           frame_stack=config.frame_stack)
+    if check_dataset is not None and (check_dataset.domain_name, check_dataset.image_size) != (
+            dataset.domain_name, dataset.image_size):
+        raise ValueError(f"check_data {config.check_data} holds {check_dataset.domain_name} frames of "
+                         f"{check_dataset.image_size}px, but Q learns {dataset.domain_name} frames of "
+                         f"{dataset.image_size}px from {config.data}")
     split = training_split(dataset, config.holdout_episodes)
     n_train = split.transitions
     run_dir = Path(config.out) if config.out else (
@@ -375,10 +416,18 @@ def run_train_q(config: QTrainConfig, progress: bool = True) -> dict:
         check = q_return_check(q, last_episodes(dataset, config.holdout_episodes), config.gamma, config.horizon(),
                                config.frame_stack)
         summary.update(dataclasses.asdict(check), min_remaining=config.horizon())
-        writer.add_scalar("q/spearman_mc_return", check.spearman, config.steps)
-        writer.add_scalar("q/spearman_mc_return_all_steps", check.spearman_all_steps, config.steps)
-        writer.add_scalar("q/spearman_mc_return_within_episodes", check.spearman_within_episodes, config.steps)
+        _log_check(writer, "q", check, config.steps)
+    if check_dataset is not None:
+        check = q_return_check(q, check_dataset.episodes(), config.gamma, config.horizon(), config.frame_stack)
+        summary["check_data"] = {"data": str(config.check_data), **dataclasses.asdict(check)}
+        _log_check(writer, "q_check_data", check, config.steps)
     writer.close()
     summary["peak_memory_mb"] = peak_memory_mb()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _log_check(writer: SummaryWriter, prefix: str, check: QCheck, step: int) -> None:
+    writer.add_scalar(f"{prefix}/spearman_mc_return", check.spearman, step)
+    writer.add_scalar(f"{prefix}/spearman_mc_return_all_steps", check.spearman_all_steps, step)
+    writer.add_scalar(f"{prefix}/spearman_mc_return_within_episodes", check.spearman_within_episodes, step)

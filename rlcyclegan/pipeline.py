@@ -16,6 +16,7 @@ Layout of ``RUN``::
     policy/student.safetensors      the sim-trained pixel policy (teacher + DAgger)
     dr_policy/student.safetensors   the same, trained on the randomized domain (standard preset)
     data/{sim,real,real_test}/      rollouts of the behaviour policy with action noise (real_test: held out)
+    data/{sim,real}_check/          held-out rollouts, longer, for the Q-networks' Monte-Carlo check
     data/real_as_sim/               data/real's true states rendered in sim (paired oracle only)
     data/real_as_sim_segmentation/  ... and their sim segmentation (an oracle with loss.paired_ignore only)
     q/{sim,real}/q.safetensors      pixel Q-networks (TD on each domain's rollouts)
@@ -53,6 +54,8 @@ STAGES = ("teacher", "data", "q", "train", "evaluate")
 """``train`` runs every training that needs only the teacher, the rollouts and the Q-networks, as parallel
 jobs: the pixel student in ``sim``, the domain-randomized student (``dr_policy``) and the translators. The
 student used to train right after the teacher, on one core, while the other core idled."""
+CHECK_SEED_OFFSET = 100_000
+"""Seed distance of the Q check's collections from the others (episode ``i`` resets with ``seed + i``)."""
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
 
@@ -86,6 +89,10 @@ class PipelineConfig:
     collect_noise: float = 0.1
     collect_noise_max: float | None = 0.5
     """Each rollout episode draws its action-noise std from [collect_noise, collect_noise_max]."""
+    check_episodes: int = 4
+    check_max_steps: int = 500
+    """The Q check's own rollouts per domain (same policy and noise): only steps a horizon (299 for gamma
+    0.99) from a truncated episode's end can be checked, so long episodes give it most of their steps."""
     behaviour_policy: Literal["teacher", "student"] = "teacher"
     """Who drives the rollouts in both domains: the state teacher (a privileged controller that reads the
     true state, as a working real-world controller or operator would supply the real data) or the sim
@@ -111,12 +118,16 @@ class PipelineConfig:
     video_steps: int = 150
 
     def __post_init__(self) -> None:
-        for name in ("collect_episodes", "collect_test_episodes", "collect_max_steps", "eval_episodes",
+        for name in ("collect_episodes", "collect_test_episodes", "collect_max_steps", "check_episodes",
+                     "check_max_steps", "eval_episodes",
                      "held_out_frames", "segmenter_frames", "workers", "jobs", "image_size", "frame_stack"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.eval_seeds:
             raise ConfigError("eval_seeds must name at least one seed")
+        if max(self.collect_episodes, self.check_episodes) >= CHECK_SEED_OFFSET:
+            raise ConfigError(f"collect_episodes and check_episodes must stay below {CHECK_SEED_OFFSET}, whose seeds "
+                              "the check collections start at")
         self.policy_config = _existing(self.policy_config)
         self.q_config = _existing(self.q_config)
         for run in self.translators.values():
@@ -376,24 +387,28 @@ class Pipeline:
         from rlcyclegan.data.storage import list_shards
 
         c = self.config
+        # Episode i of a collection resets the env with seed + i. The check sets start far from the others so
+        # that none of their episodes starts where a training episode did.
         plan = {
-            "sim": ("sim", c.collect_episodes, c.seed),
-            "real": ("real", c.collect_episodes, c.seed + 1),
-            "real_test": ("real", c.collect_test_episodes, c.seed + 2),
+            "sim": ("sim", c.collect_episodes, c.seed, c.collect_max_steps),
+            "real": ("real", c.collect_episodes, c.seed + 1, c.collect_max_steps),
+            "real_test": ("real", c.collect_test_episodes, c.seed + 2, c.collect_max_steps),
+            "sim_check": ("sim", c.check_episodes, c.seed + CHECK_SEED_OFFSET, c.check_max_steps),
+            "real_check": ("real", c.check_episodes, c.seed + 2 * CHECK_SEED_OFFSET, c.check_max_steps),
         }
 
         def complete() -> bool:
             return all(self.data_path(s).is_dir() and len(list_shards(self.data_path(s))) >= n
-                       for s, (_, n, _) in plan.items())
+                       for s, (_, n, _, _) in plan.items())
 
         def work() -> None:
             if c.behaviour_policy == "student" and not self.policy_path.exists():
                 self._run_jobs([self._student_job("sim", self.policy_path, parallel=False)])
-            for split, (domain, episodes, seed) in plan.items():
+            for split, (domain, episodes, seed, max_steps) in plan.items():
                 collect(CollectConfig(
                     out=self.data_path(split), domain=domain, policy=str(self.behaviour_path), episodes=episodes,
                     noise=c.collect_noise, noise_max=c.collect_noise_max, seed=seed, workers=c.workers, image_size=c.image_size,
-                    frame_stack=c.frame_stack, max_steps=c.collect_max_steps,
+                    frame_stack=c.frame_stack, max_steps=max_steps,
                 ), progress=self.progress)
 
         self._timed("data", complete(), work)
@@ -407,7 +422,8 @@ class Pipeline:
         def work() -> None:
             jobs = []
             for domain in ("sim", "real"):
-                overrides = [f"data={self.data_path(domain)}", f"out={self.q_dir / domain}", f"seed={c.seed}",
+                overrides = [f"data={self.data_path(domain)}", f"check_data={self.data_path(domain + '_check')}",
+                             f"out={self.q_dir / domain}", f"seed={c.seed}",
                              f"device={c.device}", f"frame_stack={c.frame_stack}",
                              *(["torch_threads=1"] if parallel else []), *c.q_overrides]
                 config = load_config(QTrainConfig, c.q_config, overrides)

@@ -11,6 +11,7 @@ import yaml
 
 from rlcyclegan.cli import main
 from rlcyclegan.config import ConfigError, load_config
+from rlcyclegan.data.storage import list_shards, read_episode
 from rlcyclegan.pipeline import PERFECT, Job, Pipeline, PipelineConfig, preset_path, render_returns_table
 
 TINY_POLICY = {
@@ -34,6 +35,7 @@ def tiny_config(tmp_path: Path) -> Path:
         "preset": "tiny", "image_size": 32, "frame_stack": 3, "workers": 1,
         "policy_config": str(tmp_path / "policy.yaml"), "q_config": str(tmp_path / "q.yaml"),
         "collect_episodes": 3, "collect_test_episodes": 2, "collect_max_steps": 30, "collect_noise": 0.3,
+        "check_episodes": 1, "check_max_steps": 35,
         "translators": {"cyclegan": {"config": "experiments/cyclegan.yaml"},
                         "rlcyclegan": {"config": "experiments/rlcyclegan.yaml"},
                         "oracle": {"config": "experiments/oracle.yaml", "paired": True}},
@@ -66,6 +68,14 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     assert (run / "report.md").read_text().startswith("# rlcyclegan pipeline report")
     assert (run / "translations.png").stat().st_size > 0
     assert len(list((run / "videos").glob("*.gif"))) == 4
+    # the Q check's own rollouts, from seeds no other collection uses
+    for domain in ("sim", "real"):
+        check = results["q_networks"][domain]["check_data"]
+        assert check["data"] == str(run / "data" / f"{domain}_check") and check["episodes"] == 1
+    def reset_seeds(split: str) -> set[int]:
+        return {read_episode(path, i).seed for i, path in list_shards(run / "data" / split).items()}
+
+    assert reset_seeds("real_check").isdisjoint(reset_seeds("real") | reset_seeds("real_test") | reset_seeds("sim"))
     # the oracle's paired data: the real episodes' states, rendered in sim
     assert sorted(p.name for p in (run / "data" / "real_as_sim").glob("*.h5")) == sorted(
         p.name for p in (run / "data" / "real").glob("*.h5"))

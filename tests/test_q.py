@@ -9,6 +9,7 @@ import torch
 from rlcyclegan.agents.q_network import PixelQNetwork, load_q, save_q
 from rlcyclegan.agents.q_training import (
     discounted_returns,
+    episode_bootstrap_interval,
     episode_stacks,
     q_return_check,
     q_values,
@@ -151,6 +152,23 @@ def test_within_episode_correlation_ignores_how_far_apart_the_episodes_are() -> 
     assert check.spearman < 0.9  # pooled, the second episode's much larger returns are ranked with the first's
 
 
+def test_bootstrap_interval_resamples_whole_episodes() -> None:
+    rng = np.random.default_rng(0)
+    noisy = [rng.normal(size=50) for _ in range(3)]
+    truth = [q + rng.normal(size=50) for q in noisy]
+    # One episode: every resample is that episode, so the interval is its own correlation (resampling steps
+    # would spread it).
+    low, high = episode_bootstrap_interval(noisy[:1], truth[:1], resamples=50)
+    assert low == pytest.approx(spearman(noisy[0], truth[0])) and high == pytest.approx(low)
+    # Episodes ranked right inside but at the wrong levels: which ones are drawn moves the pooled figure.
+    steps = np.arange(10.0)
+    low, high = episode_bootstrap_interval([steps, steps + 5.0, steps + 10.0], [steps + 20.0, steps + 10.0, steps],
+                                           resamples=200)
+    pooled = spearman(np.concatenate([steps, steps + 5, steps + 10]), np.concatenate([steps + 20, steps + 10, steps]))
+    assert low <= pooled <= high and high - low > 0.5
+    assert episode_bootstrap_interval([steps[:1]], [steps[:1]]) == pytest.approx((np.nan, np.nan), nan_ok=True)
+
+
 def test_train_q_and_eval_q_commands_on_a_tiny_dataset(tmp_path, capsys) -> None:
     import json
 
@@ -159,13 +177,21 @@ def test_train_q_and_eval_q_commands_on_a_tiny_dataset(tmp_path, capsys) -> None
     from rlcyclegan.data.collect import CollectConfig, collect
     from rlcyclegan.data.loaders import RolloutDataset
 
-    data = tmp_path / "data"
+    data, check_data = tmp_path / "data", tmp_path / "check"
     collect(CollectConfig(out=data, domain="sim", episodes=3, workers=1, image_size=32, max_steps=12), progress=False)
+    collect(CollectConfig(out=check_data, domain="sim", episodes=2, workers=1, image_size=32, max_steps=20,
+                          seed=100), progress=False)
     out = tmp_path / "q"
-    assert main(["train-q", "--data", str(data), "--out", str(out), "--no-progress", "--device", "cpu",
-                 "steps=5", "batch_size=8", "holdout_episodes=1", "min_remaining=2",
-                 "q={features_dim: 8, hidden_dim: 8, width: 4}"]) == 0
+    q_args = ["--no-progress", "--device", "cpu", "steps=5", "batch_size=8", "holdout_episodes=1", "min_remaining=2",
+              "q={features_dim: 8, hidden_dim: 8, width: 4}"]
+    assert main(["train-q", "--data", str(data), "--out", str(out), *q_args, f"check_data={check_data}"]) == 0
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["check_data"]["episodes"] == 2 and summary["check_data"]["steps"] == 2 * 19
+    assert "(" + str(check_data) + ")" in capsys.readouterr().out
+    real = tmp_path / "real"
+    collect(CollectConfig(out=real, domain="real", episodes=1, workers=1, image_size=32, max_steps=5), progress=False)
+    assert main(["train-q", "--data", str(data), "--out", str(tmp_path / "q2"), *q_args, f"check_data={real}"]) == 2
+    assert "check_data" in capsys.readouterr().err and not (tmp_path / "q2").exists()
     rewards = np.concatenate([e.rewards for e in RolloutDataset(data).episodes()][:2])
     q = load_q(out / "q.safetensors")
     assert (q.value_scale, q.value_offset) == pytest.approx(value_normalization(rewards.mean(), rewards.std(), 0.99))
