@@ -374,8 +374,9 @@ def run_train_q(config: QTrainConfig, progress: bool = True) -> dict:
     seed_everything(config.seed)
     device = resolve_device(config.device)
     dataset = RolloutDataset(config.data, frame_stack=config.frame_stack)
-    check_dataset = None if config.check_data is None else RolloutDataset(config.check_data,
-                                                                           frame_stack=config.frame_stack)
+    # Read once, after training: streamed from disk rather than held in memory all along.
+    check_dataset = None if config.check_data is None else RolloutDataset(
+        config.check_data, frame_stack=config.frame_stack, cache=False)
     if check_dataset is not None and (check_dataset.domain_name, check_dataset.image_size) != (
             dataset.domain_name, dataset.image_size):
         raise ValueError(f"check_data {config.check_data} holds {check_dataset.domain_name} frames of "
