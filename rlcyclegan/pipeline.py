@@ -623,9 +623,14 @@ class Pipeline:
         return {n: FrameTranslator.from_checkpoint(p, "real2sim", device=self.config.device)
                 for n, p in self.translators_available().items()}
 
-    def translation_quality(self) -> dict[str, dict[str, float]]:
+    def translation_quality(self, translators: dict[str, Any] | None = None,
+                            grid_path: Path | None = None) -> dict[str, dict[str, float]]:
         """Each translator's F(y) on held-out real states against their true sim renderings (L1, PSNR, SSIM,
-        FCN-score, Q-consistency); also writes ``translations.png``."""
+        FCN-score, Q-consistency); also writes the picture grid (``translations.png`` by default).
+
+        ``translators`` (name -> ``FrameTranslator``) defaults to the run's own; others, such as those of
+        ``experiments/score_translators.py``, are scored on the same held-out states with the same segmenter.
+        """
         import imageio.v3 as iio
 
         from rlcyclegan.data.loaders import RolloutDataset
@@ -635,7 +640,7 @@ class Pipeline:
         from rlcyclegan.segmentation import render_segmentation_set, train_segmenter
 
         c = self.config
-        translators = self._translators()
+        translators = self._translators() if translators is None else translators
         held_out = HeldOutReal(RolloutDataset(self.data_path("real_test"), frame_stack=c.frame_stack),
                                c.held_out_frames, seed=c.seed)
         sim_train = RolloutDataset(self.data_path("sim"), frame_stack=c.frame_stack)
@@ -649,7 +654,7 @@ class Pipeline:
             "no translation": translation_quality(None, held_out, segmenter, q_sim, q_real),
             **{name: translation_quality(t, held_out, segmenter, q_sim, q_real) for name, t in translators.items()},
         }
-        iio.imwrite(self.run_dir / "translations.png", image_grid(side_by_side_rows(translators, held_out, c.grid_rows),
+        iio.imwrite(grid_path or self.run_dir / "translations.png", image_grid(side_by_side_rows(translators, held_out, c.grid_rows),
                                                                    columns=2 + len(translators), scale=2))
         return quality
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -113,6 +114,20 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     out = capsys.readouterr().out
     assert out.count("result reused") == 2  # translation quality and videos; every condition runs again
     assert all(len(r["returns"]) == 1 for r in json.loads((run / "results.json").read_text())["returns"].values())
+
+    # experiments/score_translators.py scores a translator with a student, on the run's own held-out states
+    spec = importlib.util.spec_from_file_location("score_translators", "experiments/score_translators.py")
+    score_translators = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(score_translators)
+    student, out = run / "policy" / "student.safetensors", tmp_path / "scores.json"
+    score_translators.main(["--run", str(run), "--config", str(config_path), "--out", str(out), "--quality",
+                            "--translators", str(run / "translators" / "cyclegan"), "--students", str(student)])
+    scores = json.loads(out.read_text())
+    assert scores["returns"][f"cyclegan | {student}"]["n"] == 1
+    assert set(scores["translation"]) == {"true sim rendering", "no translation", "cyclegan"}
+    assert scores["translation"]["cyclegan"]["l1"] == pytest.approx(
+        json.loads((run / "results.json").read_text())["translation"]["cyclegan"]["l1"], rel=1e-4)
+    assert "q_consistency" in scores["translation"]["cyclegan"] and out.with_suffix(".png").stat().st_size > 0
 
 
 def test_pipeline_config_errors(tmp_path: Path) -> None:

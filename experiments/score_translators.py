@@ -1,0 +1,80 @@
+"""Score translators with several students: how `runs/std9`'s rows and the *Students* tables were measured.
+
+A transferred return measures the student as much as the translator (README, *Students*), so one
+translator is scored with several sim-trained students. Each (translator, student) pair runs the
+pipeline's `real + translator` condition: the same episodes, reset seeds and episode length as the
+run's own evaluation (``eval_episodes``, ``eval_seeds``, ``eval_max_steps`` of the pipeline config).
+``--quality`` adds the pipeline's translation-quality job for these translators: the same held-out real
+states, segmenter and Q-networks as ``RUN``'s own evaluation (its seed and settings), and a picture grid.
+
+Every pair is written to ``--out`` as soon as it is measured; pairs already in the file are skipped, so an
+interrupted run resumes.
+
+    python experiments/score_translators.py --run runs/std9 --preset standard --out runs/std9/scores.json \\
+        --translators runs/std9/translators/detached_stack3_extra6 \\
+        --students runs/std3/policy/student.safetensors runs/std6s1/policy/student.safetensors --quality
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rlcyclegan.config import ConfigError, load_config
+from rlcyclegan.pipeline import Condition, Pipeline, PipelineConfig, condition_returns_of, preset_path
+from rlcyclegan.wrappers import FrameTranslator
+
+
+def _pair_key(translator: Path, student: Path) -> str:
+    return f"{translator.name} | {student}"
+
+
+def score(pipeline: Pipeline, translators: list[Path], students: list[Path], out: Path, quality: bool) -> dict:
+    """Fills ``out`` with ``returns`` per ``"translator | student"`` and, with ``quality``, ``translation``."""
+    c = pipeline.config
+    results = json.loads(out.read_text()) if out.exists() else {}
+    returns = results.setdefault("returns", {})
+    for translator in translators:
+        for student in students:
+            key = _pair_key(translator, student)
+            if key in returns:
+                continue
+            returns[key] = condition_returns_of(Condition(student, "real", translator=translator),
+                                                c.eval_episodes, c.eval_seeds, c.eval_max_steps, c.device)
+            out.write_text(json.dumps(results, indent=2))
+            print(f"{key}: {returns[key]['mean']:.1f} [{returns[key]['ci95'][0]:.1f}, {returns[key]['ci95'][1]:.1f}]",
+                  flush=True)
+    if quality:
+        loaded = {t.name: FrameTranslator.from_checkpoint(t, "real2sim", device=c.device) for t in translators}
+        results["translation"] = pipeline.translation_quality(loaded, grid_path=out.with_suffix(".png"))
+        out.write_text(json.dumps(results, indent=2))
+        for name in loaded:
+            scores = results["translation"][name]
+            print(f"{name}: FCN class IoU {scores['fcn_class_iou']:.3f}, Q-consistency {scores['q_consistency']:.1f}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="a pipeline run: its data/ and q/ are used")
+    parser.add_argument("--preset", default="standard", help="the run's preset (quick, standard)")
+    parser.add_argument("--config", help="the run's pipeline YAML, instead of a preset")
+    parser.add_argument("--translators", type=Path, nargs="+", required=True, help="translator run directories")
+    parser.add_argument("--students", type=Path, nargs="+", required=True, help="sim-trained student files")
+    parser.add_argument("--out", type=Path, required=True, help="results JSON (the grid goes beside it as .png)")
+    parser.add_argument("--quality", action="store_true", help="also the translation-quality scores")
+    parser.add_argument("overrides", nargs="*", help="pipeline key=value overrides, e.g. eval_episodes=2")
+    args = parser.parse_args(argv)
+    for path in [*args.translators, *args.students]:
+        if not path.exists():
+            raise SystemExit(f"error: {path} does not exist")
+    try:
+        config = load_config(PipelineConfig, args.config or preset_path(args.preset), args.overrides)
+    except ConfigError as error:
+        raise SystemExit(f"error: {error}") from None
+    score(Pipeline(config, args.run, progress=False), args.translators, args.students, args.out, args.quality)
+
+
+if __name__ == "__main__":
+    main()
