@@ -26,10 +26,6 @@ from rlcyclegan.pipeline import Condition, Pipeline, PipelineConfig, condition_r
 from rlcyclegan.wrappers import FrameTranslator
 
 
-def _pair_key(translator: Path, student: Path) -> str:
-    return f"{translator.name} | {student}"
-
-
 def score(pipeline: Pipeline, translators: list[Path], students: list[Path], out: Path, quality: bool) -> dict:
     """Fills ``out`` with ``returns`` per ``"translator | student"`` and, with ``quality``, ``translation``."""
     c = pipeline.config
@@ -37,14 +33,13 @@ def score(pipeline: Pipeline, translators: list[Path], students: list[Path], out
     returns = results.setdefault("returns", {})
     for translator in translators:
         for student in students:
-            key = _pair_key(translator, student)
+            key = f"{translator.name} | {student}"
             if key in returns:
                 continue
-            returns[key] = condition_returns_of(Condition(student, "real", translator=translator),
-                                                c.eval_episodes, c.eval_seeds, c.eval_max_steps, c.device)
+            r = returns[key] = condition_returns_of(Condition(student, "real", translator=translator),
+                                                    c.eval_episodes, c.eval_seeds, c.eval_max_steps, c.device)
             out.write_text(json.dumps(results, indent=2))
-            print(f"{key}: {returns[key]['mean']:.1f} [{returns[key]['ci95'][0]:.1f}, {returns[key]['ci95'][1]:.1f}]",
-                  flush=True)
+            print(f"{key}: {r['mean']:.1f} [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]", flush=True)
     if quality:
         loaded = {t.name: FrameTranslator.from_checkpoint(t, "real2sim", device=c.device) for t in translators}
         results["translation"] = pipeline.translation_quality(loaded, grid_path=out.with_suffix(".png"))

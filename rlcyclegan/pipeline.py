@@ -654,8 +654,8 @@ class Pipeline:
             "no translation": translation_quality(None, held_out, segmenter, q_sim, q_real),
             **{name: translation_quality(t, held_out, segmenter, q_sim, q_real) for name, t in translators.items()},
         }
-        iio.imwrite(grid_path or self.run_dir / "translations.png", image_grid(side_by_side_rows(translators, held_out, c.grid_rows),
-                                                                   columns=2 + len(translators), scale=2))
+        grid = image_grid(side_by_side_rows(translators, held_out, c.grid_rows), columns=2 + len(translators), scale=2)
+        iio.imwrite(grid_path or self.run_dir / "translations.png", grid)
         return quality
 
     def record_videos(self) -> None:
