@@ -23,13 +23,15 @@ from pathlib import Path
 
 from rlcyclegan.config import ConfigError, load_config
 from rlcyclegan.pipeline import Condition, Pipeline, PipelineConfig, condition_returns_of, preset_path
-from rlcyclegan.wrappers import FrameTranslator
 
 
 def score(pipeline: Pipeline, translators: list[Path], students: list[Path], out: Path, quality: bool) -> dict:
     """Fills ``out`` with ``returns`` per ``"translator | student"`` and, with ``quality``, ``translation``."""
     c = pipeline.config
-    results = json.loads(out.read_text()) if out.exists() else {}
+    try:
+        results = json.loads(out.read_text()) if out.exists() else {}
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"error: {out} is not valid JSON ({error}); move it away to start afresh") from None
     returns = results.setdefault("returns", {})
     for translator in translators:
         for student in students:
@@ -41,10 +43,10 @@ def score(pipeline: Pipeline, translators: list[Path], students: list[Path], out
             out.write_text(json.dumps(results, indent=2))
             print(f"{key}: {r['mean']:.1f} [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]", flush=True)
     if quality:
-        loaded = {t.name: FrameTranslator.from_checkpoint(t, "real2sim", device=c.device) for t in translators}
-        results["translation"] = pipeline.translation_quality(loaded, grid_path=out.with_suffix(".png"))
+        dirs = {t.name: t for t in translators}
+        results["translation"] = pipeline.translation_quality(dirs, grid_path=out.with_suffix(".png"))
         out.write_text(json.dumps(results, indent=2))
-        for name in loaded:
+        for name in dirs:
             scores = results["translation"][name]
             print(f"{name}: FCN class IoU {scores['fcn_class_iou']:.3f}, Q-consistency {scores['q_consistency']:.1f}")
     return results
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quality", action="store_true", help="also the translation-quality scores")
     parser.add_argument("overrides", nargs="*", help="pipeline key=value overrides, e.g. eval_episodes=2")
     args = parser.parse_args(argv)
-    for path in [*args.translators, *args.students]:
+    for path in [args.run, *args.translators, *args.students]:
         if not path.exists():
             raise SystemExit(f"error: {path} does not exist")
     try:

@@ -47,6 +47,7 @@ from rlcyclegan.fileio import content_key, write_json_atomically
 
 if TYPE_CHECKING:
     from rlcyclegan.train_config import TrainConfig
+    from rlcyclegan.wrappers import FrameTranslator
 
 PERFECT = "real + perfect translation (reference)"
 """The policy shown the true sim rendering of each real state: what the physics gap alone costs."""
@@ -617,18 +618,19 @@ class Pipeline:
         (self.run_dir / "report.md").write_text(render_report(results, self.run_dir))
         return results
 
-    def _translators(self) -> dict[str, Any]:
+    def _translators(self, dirs: dict[str, Path] | None = None) -> dict[str, FrameTranslator]:
+        """The real2sim generators of ``dirs`` (name -> translator run directory), by default the run's own."""
         from rlcyclegan.wrappers import FrameTranslator
 
-        return {n: FrameTranslator.from_checkpoint(p, "real2sim", device=self.config.device)
-                for n, p in self.translators_available().items()}
+        dirs = self.translators_available() if dirs is None else dirs
+        return {n: FrameTranslator.from_checkpoint(p, "real2sim", device=self.config.device) for n, p in dirs.items()}
 
-    def translation_quality(self, translators: dict[str, Any] | None = None,
+    def translation_quality(self, translator_dirs: dict[str, Path] | None = None,
                             grid_path: Path | None = None) -> dict[str, dict[str, float]]:
         """Each translator's F(y) on held-out real states against their true sim renderings (L1, PSNR, SSIM,
         FCN-score, Q-consistency); also writes the picture grid (``translations.png`` by default).
 
-        ``translators`` (name -> ``FrameTranslator``) defaults to the run's own; others, such as those of
+        ``translator_dirs`` (name -> translator run directory) defaults to the run's own; others, such as those of
         ``experiments/score_translators.py``, are scored on the same held-out states with the same segmenter.
         """
         import imageio.v3 as iio
@@ -640,7 +642,7 @@ class Pipeline:
         from rlcyclegan.segmentation import render_segmentation_set, train_segmenter
 
         c = self.config
-        translators = self._translators() if translators is None else translators
+        translators = self._translators(translator_dirs)
         held_out = HeldOutReal(RolloutDataset(self.data_path("real_test"), frame_stack=c.frame_stack),
                                c.held_out_frames, seed=c.seed)
         sim_train = RolloutDataset(self.data_path("sim"), frame_stack=c.frame_stack)
