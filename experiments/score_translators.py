@@ -7,6 +7,9 @@ run's own evaluation (``eval_episodes``, ``eval_seeds``, ``eval_max_steps`` of t
 ``--quality`` adds the pipeline's translation-quality job for these translators: the same held-out real
 states, segmenter and Q-networks as ``RUN``'s own evaluation (its seed and settings), and a picture grid.
 
+A translator is a run directory (its latest checkpoint) or one checkpoint of it (``RUN/checkpoints/step_N``,
+named ``RUN@N`` in the results), so the iterates of one training can be scored side by side.
+
 Every pair is written to ``--out`` as soon as it is measured; pairs already in the file are skipped, so an
 interrupted run resumes.
 
@@ -21,8 +24,16 @@ import argparse
 import json
 from pathlib import Path
 
+from rlcyclegan.checkpoint import CHECKPOINTS
 from rlcyclegan.config import ConfigError, load_config
 from rlcyclegan.pipeline import Condition, Pipeline, PipelineConfig, condition_returns_of, preset_path
+
+
+def translator_name(path: Path) -> str:
+    """``RUN`` for a run directory, ``RUN@N`` for its checkpoint ``RUN/checkpoints/step_N``."""
+    if path.parent.name == CHECKPOINTS and path.name.startswith("step_"):
+        return f"{path.parent.parent.name}@{int(path.name.removeprefix('step_'))}"
+    return path.name
 
 
 def score(pipeline: Pipeline, translators: list[Path], students: list[Path], out: Path, quality: bool) -> dict:
@@ -35,7 +46,7 @@ def score(pipeline: Pipeline, translators: list[Path], students: list[Path], out
     returns = results.setdefault("returns", {})
     for translator in translators:
         for student in students:
-            key = f"{translator.name} | {student}"
+            key = f"{translator_name(translator)} | {student}"
             if key in returns:
                 continue
             r = returns[key] = condition_returns_of(Condition(student, "real", translator=translator),
@@ -43,7 +54,7 @@ def score(pipeline: Pipeline, translators: list[Path], students: list[Path], out
             out.write_text(json.dumps(results, indent=2))
             print(f"{key}: {r['mean']:.1f} [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]", flush=True)
     if quality:
-        dirs = {t.name: t for t in translators}
+        dirs = {translator_name(t): t for t in translators}
         results["translation"] = pipeline.translation_quality(dirs, grid_path=out.with_suffix(".png"))
         out.write_text(json.dumps(results, indent=2))
         for name in dirs:
@@ -57,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run", type=Path, required=True, help="a pipeline run: its data/ and q/ are used")
     parser.add_argument("--preset", default="standard", help="the run's preset (quick, standard)")
     parser.add_argument("--config", help="the run's pipeline YAML, instead of a preset")
-    parser.add_argument("--translators", type=Path, nargs="+", required=True, help="translator run directories")
+    parser.add_argument("--translators", type=Path, nargs="+", required=True, help="translator run directories or checkpoints (RUN/checkpoints/step_N)")
     parser.add_argument("--students", type=Path, nargs="+", required=True, help="sim-trained student files")
     parser.add_argument("--out", type=Path, required=True, help="results JSON (the grid goes beside it as .png)")
     parser.add_argument("--quality", action="store_true", help="also the translation-quality scores")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rlcyclegan.checkpoint import latest_checkpoint
 from rlcyclegan.cli import main
 from rlcyclegan.config import ConfigError, load_config
 from rlcyclegan.data.storage import list_shards, read_episode
@@ -120,11 +121,15 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     score_translators = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(score_translators)
     student, out = run / "policy" / "student.safetensors", tmp_path / "scores.json"
+    checkpoint = latest_checkpoint(run / "translators" / "cyclegan")  # one iterate, named RUN@N
+    iterate = f"cyclegan@{int(checkpoint.name.removeprefix('step_'))}"
     score_translators.main(["--run", str(run), "--config", str(config_path), "--out", str(out), "--quality",
-                            "--translators", str(run / "translators" / "cyclegan"), "--students", str(student)])
+                            "--translators", str(run / "translators" / "cyclegan"), str(checkpoint),
+                            "--students", str(student)])
     scores = json.loads(out.read_text())
     assert scores["returns"][f"cyclegan | {student}"]["n"] == 1
-    assert set(scores["translation"]) == {"true sim rendering", "no translation", "cyclegan"}
+    assert scores["returns"][f"{iterate} | {student}"]["mean"] == scores["returns"][f"cyclegan | {student}"]["mean"]
+    assert set(scores["translation"]) == {"true sim rendering", "no translation", "cyclegan", iterate}
     assert scores["translation"]["cyclegan"]["l1"] == pytest.approx(
         json.loads((run / "results.json").read_text())["translation"]["cyclegan"]["l1"], rel=1e-4)
     assert "q_consistency" in scores["translation"]["cyclegan"] and out.with_suffix(".png").stat().st_size > 0
