@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run", type=Path, required=True, help="a pipeline run: its data/ and q/ are used")
     parser.add_argument("--preset", default="standard", help="the run's preset (quick, standard)")
     parser.add_argument("--config", help="the run's pipeline YAML, instead of a preset")
-    parser.add_argument("--translators", type=Path, nargs="+", required=True, help="translator run directories or checkpoints (RUN/checkpoints/step_N)")
+    parser.add_argument("--translators", type=Path, nargs="+", required=True,
+                        help="translator run directories or checkpoints (RUN/checkpoints/step_N)")
     parser.add_argument("--students", type=Path, nargs="+", required=True, help="sim-trained student files")
     parser.add_argument("--out", type=Path, required=True, help="results JSON (the grid goes beside it as .png)")
     parser.add_argument("--quality", action="store_true", help="also the translation-quality scores")
