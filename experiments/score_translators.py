@@ -24,16 +24,15 @@ import argparse
 import json
 from pathlib import Path
 
-from rlcyclegan.checkpoint import CHECKPOINTS
+from rlcyclegan.checkpoint import checkpoint_iteration
 from rlcyclegan.config import ConfigError, load_config
 from rlcyclegan.pipeline import Condition, Pipeline, PipelineConfig, condition_returns_of, preset_path
 
 
 def translator_name(path: Path) -> str:
-    """``RUN`` for a run directory, ``RUN@N`` for its checkpoint ``RUN/checkpoints/step_N``."""
-    if path.parent.name == CHECKPOINTS and path.name.startswith("step_"):
-        return f"{path.parent.parent.name}@{int(path.name.removeprefix('step_'))}"
-    return path.name
+    """``RUN`` for a run directory, ``RUN@N`` for its checkpoint after N iterations (``RUN/checkpoints/step_N``)."""
+    iteration = checkpoint_iteration(path)
+    return path.name if iteration is None else f"{path.parent.parent.name}@{iteration}"
 
 
 def score(pipeline: Pipeline, translators: list[Path], students: list[Path], out: Path, quality: bool) -> dict:

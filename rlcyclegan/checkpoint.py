@@ -53,6 +53,12 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return target
 
 
+def checkpoint_iteration(directory: Path) -> int | None:
+    """The completed iterations a checkpoint directory holds (``None``: ``directory`` is not a checkpoint)."""
+    info = directory / INFO_FILE
+    return int(json.loads(info.read_text())["iteration"]) if info.is_file() else None
+
+
 def save_checkpoint(
     run_dir: Path,
     iteration: int,

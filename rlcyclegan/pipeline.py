@@ -485,10 +485,10 @@ class Pipeline:
 
     def translator_iterations(self, name: str) -> int | None:
         """Iterations in translator ``name``'s latest checkpoint (``None``: no checkpoint yet)."""
-        from rlcyclegan.checkpoint import INFO_FILE, latest_checkpoint
+        from rlcyclegan.checkpoint import checkpoint_iteration, latest_checkpoint
 
         latest = latest_checkpoint(self.translator_dir(name))
-        return None if latest is None else int(json.loads((latest / INFO_FILE).read_text())["iteration"])
+        return None if latest is None else checkpoint_iteration(latest)
 
     def stage_evaluate(self, even_if_current: bool = False) -> None:
         """Evaluate, unless ``results.json`` exists and no job's inputs changed; ``even_if_current`` rewrites the
@@ -619,7 +619,8 @@ class Pipeline:
         return results
 
     def _translators(self, dirs: dict[str, Path] | None = None) -> dict[str, FrameTranslator]:
-        """The real2sim generators of ``dirs`` (name -> translator run directory), by default the run's own."""
+        """The real2sim generators of ``dirs`` (name -> translator run or checkpoint directory), by default the
+        run's own."""
         from rlcyclegan.wrappers import FrameTranslator
 
         dirs = self.translators_available() if dirs is None else dirs
@@ -630,8 +631,9 @@ class Pipeline:
         """Each translator's F(y) on held-out real states against their true sim renderings (L1, PSNR, SSIM,
         FCN-score, Q-consistency); also writes the picture grid (``translations.png`` by default).
 
-        ``translator_dirs`` (name -> translator run directory) defaults to the run's own; others, such as those of
-        ``experiments/score_translators.py``, are scored on the same held-out states with the same segmenter.
+        ``translator_dirs`` (name -> translator run or checkpoint directory) defaults to the run's own; others, such
+        as those of ``experiments/score_translators.py``, are scored on the same held-out states with the same
+        segmenter.
         """
         import imageio.v3 as iio
 

@@ -121,8 +121,7 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     score_translators = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(score_translators)
     student, out = run / "policy" / "student.safetensors", tmp_path / "scores.json"
-    checkpoint = latest_checkpoint(run / "translators" / "cyclegan")  # one iterate, named RUN@N
-    iterate = f"cyclegan@{int(checkpoint.name.removeprefix('step_'))}"
+    checkpoint, iterate = latest_checkpoint(run / "translators" / "cyclegan"), "cyclegan@6"  # resumed to 6 above
     score_translators.main(["--run", str(run), "--config", str(config_path), "--out", str(out), "--quality",
                             "--translators", str(run / "translators" / "cyclegan"), str(checkpoint),
                             "--students", str(student)])
