@@ -219,15 +219,21 @@ class QCheck:
     are far from independent, so the episodes, not the steps, are the sample."""
 
 
-@torch.no_grad()
 def q_return_check(
     q: PixelQNetwork, episodes: Iterable[EpisodeData], gamma: float, min_remaining: int, frame_stack: int,
     batch_size: int = 256,
 ) -> QCheck:
     """Compare ``Q`` with Monte-Carlo returns on ``episodes`` (``EpisodeData`` of a ``RolloutDataset``)."""
+    episodes = list(episodes)
+    return return_check(q_predictions(q, episodes, frame_stack, batch_size), episodes, gamma, min_remaining)
+
+
+@torch.no_grad()
+def q_predictions(q: PixelQNetwork, episodes: list[EpisodeData], frame_stack: int,
+                  batch_size: int = 256) -> list[np.ndarray]:
+    """``Q(x_t, a_t)`` for every step of each episode, one ``(T,)`` array per episode."""
     device = _device(q)
     q.eval()
-    episodes = list(episodes)
     predicted = []
     for episode in episodes:
         stacks = episode_stacks(episode.frames, frame_stack)[:-1]  # (T, 3k, H, W): x_t for every action a_t
@@ -237,7 +243,7 @@ def q_return_check(
             actions = torch.from_numpy(episode.actions[start:start + batch_size]).to(device)
             values.append(q_values(q, frames, actions).float().cpu().numpy())
         predicted.append(np.concatenate(values))
-    return return_check(predicted, episodes, gamma, min_remaining)
+    return predicted
 
 
 def return_check(predicted: list[np.ndarray], episodes: list[EpisodeData], gamma: float,

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
@@ -28,6 +29,14 @@ TINY_Q = {"steps": 10, "batch_size": 8, "holdout_episodes": 1, "q": {"features_d
 TRANSLATOR_OVERRIDES = ["iterations=4", "model.ngf=8", "model.n_blocks=1", "model.ndf=8", "model.d_layers=2",
                         "log_every=2", "image_every=2", "checkpoint_every=2", "data.batch_size=2",
                         "q.features_dim=32", "q.hidden_dim=32", "q.width=8", "speed.compile=false"]
+
+
+def experiment_script(name: str) -> ModuleType:
+    """``experiments/NAME.py`` as a module: the scripts are not part of the package."""
+    spec = importlib.util.spec_from_file_location(name, f"experiments/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_config(tmp_path: Path) -> Path:
@@ -117,9 +126,7 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     assert all(len(r["returns"]) == 1 for r in json.loads((run / "results.json").read_text())["returns"].values())
 
     # experiments/score_translators.py scores a translator with a student, on the run's own held-out states
-    spec = importlib.util.spec_from_file_location("score_translators", "experiments/score_translators.py")
-    score_translators = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(score_translators)
+    score_translators = experiment_script("score_translators")
     student, out = run / "policy" / "student.safetensors", tmp_path / "scores.json"
     checkpoint, iterate = latest_checkpoint(run / "translators" / "cyclegan"), "cyclegan@6"  # resumed to 6 above
     score_translators.main(["--run", str(run), "--config", str(config_path), "--out", str(out), "--quality",
@@ -132,6 +139,17 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     assert scores["translation"]["cyclegan"]["l1"] == pytest.approx(
         json.loads((run / "results.json").read_text())["translation"]["cyclegan"]["l1"], rel=1e-4)
     assert "q_consistency" in scores["translation"]["cyclegan"] and out.with_suffix(".png").stat().st_size > 0
+
+    # experiments/q_drift.py: the run's own Q check again, and how far RL-CycleGAN's training moved its Q-networks
+    q_drift = experiment_script("q_drift")
+    rl_checkpoint = latest_checkpoint(run / "translators" / "rlcyclegan")
+    drift = q_drift.drift(run, [rl_checkpoint])
+    for domain in ("sim", "real"):
+        assert drift[domain]["run"]["spearman"] == pytest.approx(
+            results["q_networks"][domain]["check_data"]["spearman"], nan_ok=True)
+        assert drift[domain][str(rl_checkpoint)]["mean_abs_change"] > 0  # its Q-networks trained
+    with pytest.raises(SystemExit, match="no Q_sim.safetensors or Q_real.safetensors"):
+        q_drift.main(["--run", str(run), "--checkpoints", str(checkpoint)])  # plain CycleGAN: no Q-networks
 
 
 def test_pipeline_config_errors(tmp_path: Path) -> None:
