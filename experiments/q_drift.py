@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from rlcyclegan.agents.q_network import load_q
-from rlcyclegan.agents.q_training import q_predictions, return_check, truncation_horizon
+from rlcyclegan.agents.q_training import QTrainConfig, q_predictions, return_check
+from rlcyclegan.config import load_config
 from rlcyclegan.data.loaders import RolloutDataset
 
 DOMAINS = ("sim", "real")
@@ -32,21 +33,17 @@ def drift(run: Path, checkpoints: list[Path]) -> dict[str, dict[str, dict]]:
     """Per domain, ``{"run": check, str(checkpoint): check + mean_abs_change}`` on the domain's check rollouts."""
     results: dict[str, dict[str, dict]] = {}
     for domain in DOMAINS:
-        summary = json.loads((run / "q" / domain / "summary.json").read_text())
-        if "check_data" not in summary:
-            raise SystemExit(f"error: {run}/q/{domain} was trained without check rollouts (q check_data)")
-        start = load_q(run / "q" / domain / "q.safetensors")
-        gamma = float(start.metadata.get("gamma", 0.99))
-        min_remaining = summary.get("min_remaining", truncation_horizon(gamma))
-        episodes = list(RolloutDataset(summary["check_data"]["data"], frame_stack=start.frame_stack,
-                                       cache=False).episodes())
-        reference = q_predictions(start, episodes, start.frame_stack)
-        rows = {"run": dataclasses.asdict(return_check(reference, episodes, gamma, min_remaining))}
+        config = load_config(QTrainConfig, run / "q" / domain / "config.yaml")  # the settings of its Q check
+        if config.check_data is None:
+            raise SystemExit(f"error: {run}/q/{domain} was trained without check rollouts (check_data)")
+        episodes = list(RolloutDataset(config.check_data, frame_stack=config.frame_stack, cache=False).episodes())
+        reference = q_predictions(load_q(run / "q" / domain / "q.safetensors"), episodes, config.frame_stack)
+        rows = {"run": dataclasses.asdict(return_check(reference, episodes, config.gamma, config.horizon()))}
         for checkpoint in checkpoints:
-            predicted = q_predictions(load_q(checkpoint / f"Q_{domain}.safetensors"), episodes, start.frame_stack)
+            predicted = q_predictions(load_q(checkpoint / f"Q_{domain}.safetensors"), episodes, config.frame_stack)
             change = np.abs(np.concatenate(predicted) - np.concatenate(reference)).mean()
-            rows[str(checkpoint)] = {**dataclasses.asdict(return_check(predicted, episodes, gamma, min_remaining)),
-                                     "mean_abs_change": float(change)}
+            check = return_check(predicted, episodes, config.gamma, config.horizon())
+            rows[str(checkpoint)] = {**dataclasses.asdict(check), "mean_abs_change": float(change)}
         results[domain] = rows
     return results
 

@@ -145,8 +145,9 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     rl_checkpoint = latest_checkpoint(run / "translators" / "rlcyclegan")
     drift = q_drift.drift(run, [rl_checkpoint])
     for domain in ("sim", "real"):
-        assert drift[domain]["run"]["spearman"] == pytest.approx(
-            results["q_networks"][domain]["check_data"]["spearman"], nan_ok=True)
+        pipeline_check = results["q_networks"][domain]["check_data"]
+        for key in ("spearman", "spearman_all_steps", "steps"):  # spearman is NaN at this size: no step is kept
+            assert drift[domain]["run"][key] == pytest.approx(pipeline_check[key], nan_ok=True)
         assert drift[domain][str(rl_checkpoint)]["mean_abs_change"] > 0  # its Q-networks trained
     with pytest.raises(SystemExit, match="no Q_sim.safetensors or Q_real.safetensors"):
         q_drift.main(["--run", str(run), "--checkpoints", str(checkpoint)])  # plain CycleGAN: no Q-networks
