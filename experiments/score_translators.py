@@ -11,7 +11,9 @@ A translator is a run directory (its latest checkpoint) or one checkpoint of it 
 named ``RUN@N`` in the results), so the iterates of one training can be scored side by side.
 
 Every pair is written to ``--out`` as soon as it is measured; pairs already in the file are skipped, so an
-interrupted run resumes.
+interrupted run resumes. The file records the episodes, reset seeds and episode length its returns were
+measured with, and a run with other settings is refused rather than mixed into it. With ``--quality`` and
+no ``--students`` only the image scores are measured.
 
     python experiments/score_translators.py --run runs/std9 --preset standard --out runs/std9/scores.json \\
         --translators runs/std9/translators/detached_stack3_extra6 \\
@@ -35,6 +37,12 @@ def translator_name(path: Path) -> str:
     return path.name if iteration is None else f"{path.parent.parent.name}@{iteration}"
 
 
+def evaluation_settings(config: PipelineConfig) -> dict:
+    """What a return depends on besides the translator and the student; returns measured otherwise do not compare."""
+    return {"eval_episodes": config.eval_episodes, "eval_seeds": list(config.eval_seeds),
+            "eval_max_steps": config.eval_max_steps}
+
+
 def score(pipeline: Pipeline, translators: list[Path], students: list[Path], out: Path, quality: bool) -> dict:
     """Fills ``out`` with ``returns`` per ``"translator | student"`` and, with ``quality``, ``translation``."""
     c = pipeline.config
@@ -43,6 +51,12 @@ def score(pipeline: Pipeline, translators: list[Path], students: list[Path], out
     except json.JSONDecodeError as error:
         raise SystemExit(f"error: {out} is not valid JSON ({error}); move it away to start afresh") from None
     returns = results.setdefault("returns", {})
+    if students:
+        settings = evaluation_settings(c)
+        if returns and results.get("evaluation") != settings:
+            raise SystemExit(f"error: {out} holds returns measured with "
+                             f"{results.get('evaluation', 'unrecorded settings')}, not {settings}; give another --out")
+        results["evaluation"] = settings
     for translator in translators:
         for student in students:
             key = f"{translator_name(translator)} | {student}"
@@ -69,11 +83,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", help="the run's pipeline YAML, instead of a preset")
     parser.add_argument("--translators", type=Path, nargs="+", required=True,
                         help="translator run directories or checkpoints (RUN/checkpoints/step_N)")
-    parser.add_argument("--students", type=Path, nargs="+", required=True, help="sim-trained student files")
+    parser.add_argument("--students", type=Path, nargs="+", default=[],
+                        help="sim-trained student files (none: image scores only, with --quality)")
     parser.add_argument("--out", type=Path, required=True, help="results JSON (the grid goes beside it as .png)")
     parser.add_argument("--quality", action="store_true", help="also the translation-quality scores")
     parser.add_argument("overrides", nargs="*", help="pipeline key=value overrides, e.g. eval_episodes=2")
     args = parser.parse_args(argv)
+    if not args.students and not args.quality:
+        parser.error("nothing to measure: give --students, --quality or both")
     for path in [args.run, *args.translators, *args.students]:
         if not path.exists():
             raise SystemExit(f"error: {path} does not exist")

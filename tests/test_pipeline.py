@@ -139,6 +139,15 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     assert scores["translation"]["cyclegan"]["l1"] == pytest.approx(
         json.loads((run / "results.json").read_text())["translation"]["cyclegan"]["l1"], rel=1e-4)
     assert "q_consistency" in scores["translation"]["cyclegan"] and out.with_suffix(".png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="holds returns measured with .*'eval_episodes': 1.*give another --out"):
+        score_translators.main(["--run", str(run), "--config", str(config_path), "--out", str(out), "eval_episodes=2",
+                                "--translators", str(checkpoint), "--students", str(student)])
+    assert json.loads(out.read_text()) == scores  # refused, not mixed in
+    images_only = tmp_path / "images.json"
+    score_translators.main(["--run", str(run), "--config", str(config_path), "--out", str(images_only), "--quality",
+                            "--translators", str(checkpoint)])
+    assert json.loads(images_only.read_text())["returns"] == {}
+    assert json.loads(images_only.read_text())["translation"][iterate]["l1"] == scores["translation"][iterate]["l1"]
 
     # experiments/q_drift.py: the run's own Q check again, and how far RL-CycleGAN's training moved its Q-networks
     q_drift = experiment_script("q_drift")
