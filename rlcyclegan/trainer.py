@@ -283,9 +283,9 @@ class RLCycleGANTrainer:
         self.opt_D = torch.optim.Adam(self.discriminators.parameters(), lr=optim.lr, betas=betas)
         # The critics keep Adam's usual betas: beta1 = 0.5 is a GAN choice, not an RL one.
         self.opt_Q = torch.optim.Adam(self.critics.parameters(), lr=config.q.lr) if self.trains_q else None
-        schedule = ConstantThenLinear(config.iterations, round(optim.constant_fraction * config.iterations))
+        self.schedule = ConstantThenLinear(config.iterations, round(optim.constant_fraction * config.iterations))
         self.schedulers = {
-            name: torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+            name: torch.optim.lr_scheduler.LambdaLR(opt, self.schedule)
             for name, opt in self.optimizers().items()
         }
 
@@ -548,11 +548,22 @@ class RLCycleGANTrainer:
         }
 
     def load_training_state(self, state: dict[str, Any]) -> None:
-        """Restore what ``training_state`` returned (weights and pools are loaded separately)."""
+        """Restore what ``training_state`` returned (weights and pools are loaded separately).
+
+        The learning rates follow this run's config, not the checkpoint's. The saved state also holds the
+        schedule's length and the base rates it was written under; restoring those would keep a run resumed
+        with more iterations at the old schedule's final rate of zero, and a run resumed with a lower
+        ``optim.lr`` (the advice after a NaN) at the old rate.
+        """
+        config_lrs = {name: list(scheduler.base_lrs) for name, scheduler in self.schedulers.items()}
         for name, opt in self.optimizers().items():
             opt.load_state_dict(state["optimizers"][name])
         for name, scheduler in self.schedulers.items():
-            scheduler.load_state_dict(state["schedulers"][name])
+            scheduler.load_state_dict(state["schedulers"][name] | {"lr_lambdas": [None] * len(scheduler.lr_lambdas)})
+            scheduler.base_lrs = config_lrs[name]
+            factor = self.schedule(scheduler.last_epoch)
+            for group, base_lr in zip(scheduler.optimizer.param_groups, config_lrs[name], strict=True):
+                group["initial_lr"], group["lr"] = base_lr, base_lr * factor
         torch.set_rng_state(state["torch_rng"])
 
     def pool_state(self) -> dict[str, dict[str, torch.Tensor]]:

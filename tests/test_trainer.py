@@ -256,6 +256,13 @@ def test_optimizer_settings_follow_cyclegan():
     assert trainer.pool_real.size == trainer.pool_sim.size == 50
 
 
+def test_a_rate_written_with_a_dotless_exponent_is_a_number():
+    # YAML 1.1 reads 1e-4 as a string; 1.0e-4 as a number
+    assert load_config(TrainConfig, None, ["optim.lr=1e-4", "q.lr=3.0e-4"]).optim.lr == 1e-4
+    with pytest.raises(ConfigError, match="optim.lr must be a number, got 'fast'"):
+        load_config(TrainConfig, None, ["optim.lr=fast"])
+
+
 def test_architecture_fields_cover_the_networks():
     from rlcyclegan.train_config import architecture
 

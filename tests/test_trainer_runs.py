@@ -67,6 +67,23 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(rollouts
     assert not all(torch.equal(a[k], mid[k]) for k in a)
 
 
+def test_resumed_run_follows_its_own_learning_rate_schedule(rollouts, tmp_path):
+    """Resumed with more iterations and a lower rate, a run decays over its new length from the new rate."""
+    short = train(config(rollouts, tmp_path / "run", "iterations=2", "checkpoint_every=2"), progress=False)
+    ended = weights(latest_checkpoint(short))  # the 2-iteration schedule's rate is 0 from here on
+    resumed = train(load_config(TrainConfig, short / "config.yaml",
+                                [f"run_dir={short}", "iterations=6", "optim.lr=1e-4", "checkpoint_every=2"]),
+                    resume=True, progress=False)
+    state = torch.load(resumed / "checkpoints" / "step_00000004" / STATE_FILE, weights_only=True)
+    for name in ("generators", "discriminators"):
+        assert state["schedulers"][name]["base_lrs"] == [1e-4]
+        # constant for round(0.5 * 6) = 3 iterations, then linear to 0 at 6: 2/3 of the rate at iteration 4
+        assert state["optimizers"][name]["param_groups"][0]["lr"] == pytest.approx(1e-4 * 2 / 3)
+    after = weights(latest_checkpoint(resumed))
+    assert any(not torch.equal(ended[k], after[k]) for k in ended if k.startswith("G_"))
+
+
+
 def test_checkpoint_layout_serves_deployment_without_training_code(rollouts, tmp_path):
     run = train(config(rollouts, tmp_path / "run", "iterations=2", "checkpoint_every=1", "keep_checkpoints=1"),
                 progress=False)
