@@ -9,12 +9,14 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 import yaml
 
 from rlcyclegan.checkpoint import latest_checkpoint
 from rlcyclegan.cli import main
 from rlcyclegan.config import ConfigError, load_config
 from rlcyclegan.data.storage import list_shards, read_episode
+from rlcyclegan.networks import load_generator
 from rlcyclegan.pipeline import PERFECT, Job, Pipeline, PipelineConfig, preset_path, render_returns_table
 
 TINY_POLICY = {
@@ -148,6 +150,20 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
                             "--translators", str(checkpoint)])
     assert json.loads(images_only.read_text())["returns"] == {}
     assert json.loads(images_only.read_text())["translation"][iterate]["l1"] == scores["translation"][iterate]["l1"]
+
+    # experiments/average_checkpoints.py: the generators' mean over checkpoints, scored like any translator
+    average_checkpoints = experiment_script("average_checkpoints")
+    steps, averaged = sorted((run / "translators" / "cyclegan" / "checkpoints").glob("step_*"))[-2:], tmp_path / "avg"
+    average_checkpoints.main([*map(str, steps), "--out", str(averaged)])
+    for direction in ("sim2real", "real2sim"):
+        first, last, mean = (load_generator(path, direction).state_dict() for path in (*steps, averaged))
+        assert any(not torch.equal(first[k], last[k]) for k in first)  # steps 4 and 6: resumed training moved it
+        assert all(torch.allclose(mean[k], (first[k] + last[k]) / 2) for k in first)
+    with pytest.raises(SystemExit, match="is not empty"):
+        average_checkpoints.main([*map(str, steps), "--out", str(averaged)])
+    score_translators.main(["--run", str(run), "--config", str(config_path), "--out", str(out),
+                            "--translators", str(averaged), "--students", str(student)])
+    assert json.loads(out.read_text())["returns"][f"avg | {student}"]["n"] == 1
 
     # experiments/q_drift.py: the run's own Q check again, and how far RL-CycleGAN's training moved its Q-networks
     q_drift = experiment_script("q_drift")
