@@ -83,7 +83,6 @@ def test_resumed_run_follows_its_own_learning_rate_schedule(rollouts, tmp_path):
     assert any(not torch.equal(ended[k], after[k]) for k in ended if k.startswith("G_"))
 
 
-
 def test_checkpoint_layout_serves_deployment_without_training_code(rollouts, tmp_path):
     run = train(config(rollouts, tmp_path / "run", "iterations=2", "checkpoint_every=1", "keep_checkpoints=1"),
                 progress=False)
