@@ -252,16 +252,18 @@ class Pipeline:
         times[name] = round(seconds, 1)
         self._times_path.write_text(json.dumps(times, indent=2))
 
-    def _timed(self, stage: str, done: bool, work: Callable[[], Any]) -> None:
+    def _timed(self, stage: str, done: bool, work: Callable[[], Any]) -> Any:
+        """``work()``'s result, its wall time recorded as ``stage``; ``None`` when ``done`` (unless ``force``)."""
         if done and not self.force:
             print(f"[{stage}] outputs exist, skipped (--force redoes it)")
-            return
+            return None
         print(f"[{stage}] running")
         start = time.perf_counter()
-        work()
+        result = work()
         seconds = time.perf_counter() - start
         self._record(stage, seconds)
         print(f"[{stage}] done in {seconds:.0f} s")
+        return result
 
     def _parallel(self, count: int) -> bool:
         """Whether ``count`` jobs run as worker processes (else in this process, one after another)."""
@@ -495,10 +497,15 @@ class Pipeline:
         results and report all the same (from cached job results where the inputs are unchanged)."""
         keys = self._evaluation_keys(self._conditions())  # hashes every input (seconds): once per stage
         stale = self._stale_evaluation_jobs(keys, self._evaluation_cache())
-        if not stale and even_if_current:
-            self.evaluate(keys)  # nothing to run: no new wall time to record over the one that produced the results
-        else:
-            self._timed("evaluate", (self.run_dir / "results.json").exists() and not stale, lambda: self.evaluate(keys))
+        current = (self.run_dir / "results.json").exists() and not stale
+        if current and not self.force:
+            if even_if_current:
+                self.write_results(self._evaluation_cache())  # nothing ran: no new wall time to record
+            else:
+                print("[evaluate] outputs exist, skipped (--force redoes it)")
+            return
+        cache = self._timed("evaluate", False, lambda: self.run_evaluation_jobs(keys))
+        self.write_results(cache)  # after the stage's wall time is recorded, so that results.json and the report hold it
 
     # -- evaluation and report -----------------------------------------------------------------------
 
@@ -566,18 +573,17 @@ class Pipeline:
         return [name for name, key in keys.items()
                 if cache.get(name, {}).get("key") != key or not outputs.get(name, self.run_dir).exists()]
 
-    def evaluate(self, keys: dict[str, str] | None = None) -> dict[str, Any]:
-        """Every condition's returns, translation quality and videos (as jobs); writes results and report.
+    def run_evaluation_jobs(self, keys: dict[str, str]) -> dict[str, Any]:
+        """Every condition's returns, translation quality and videos (as jobs), into ``evaluation.json``; returns
+        its contents (job name -> key and result).
 
-        Jobs whose inputs are unchanged reuse their cached result (``evaluation.json``); ``force`` runs all.
-        ``keys``: the jobs' input keys, when the caller has just computed them.
+        Jobs whose inputs are unchanged keep their cached result; ``force`` runs all. ``keys``: the jobs' input
+        keys (``_evaluation_keys``).
         """
-        import torch
         from tqdm import tqdm
 
         c = self.config
         conditions = self._conditions()
-        keys = self._evaluation_keys(conditions) if keys is None else keys
         cache = self._evaluation_cache()
         stale = self._stale_evaluation_jobs(keys, cache)
         for name in keys:
@@ -599,7 +605,15 @@ class Pipeline:
                      for name, condition in to_run.items()]
             jobs.append(Job("evaluate:videos", self.record_videos))
             self._run_jobs([job for job in jobs if job.name in stale], on_result=remember)
+        return cache
 
+    def write_results(self, cache: dict[str, Any]) -> dict[str, Any]:
+        """``results.json`` and ``report.md`` from the evaluation jobs' results (``cache``, as in ``evaluation.json``)
+        and the stage wall times so far."""
+        import torch
+
+        c = self.config
+        conditions = self._conditions()
         results: dict[str, Any] = {"returns": {name: cache[f"evaluate:{name}"]["result"] for name in conditions},
                                    "translation": cache["evaluate:translation quality"]["result"]}
         if (self.q_dir / "summary.json").exists():
@@ -638,6 +652,7 @@ class Pipeline:
         import imageio.v3 as iio
 
         from rlcyclegan.data.loaders import RolloutDataset
+        from rlcyclegan.device import resolve_device
         from rlcyclegan.envs import load_domain
         from rlcyclegan.envs.commands import image_grid
         from rlcyclegan.evaluation import HeldOutReal, load_q_pair, side_by_side_rows, translation_quality
@@ -651,7 +666,10 @@ class Pipeline:
         rng = np.random.default_rng(c.seed)
         qpos, _ = sim_train.true_states(sim_train.sample_indices(c.segmenter_frames, rng))
         seg_images, seg_labels = render_segmentation_set(load_domain("sim"), qpos, c.image_size)
-        segmenter = train_segmenter(seg_images, seg_labels, steps=c.segmenter_steps, seed=c.seed)
+        # On the run's device. On one CPU thread its 1,500 steps take 0.5-0.6 s each, most of this job, which took
+        # 613 s on an H100 machine when the segmenter trained on the CPU whatever the device.
+        segmenter = train_segmenter(seg_images, seg_labels, steps=c.segmenter_steps, seed=c.seed,
+                                    device=resolve_device(c.device))
         q_sim, q_real = load_q_pair(self.q_dir) if (self.q_dir / "summary.json").exists() else (None, None)
         quality = {
             "true sim rendering": translation_quality(None, _with_frames(held_out, held_out.true_sim), segmenter),

@@ -73,12 +73,16 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
         assert condition["n"] == 1 and len(condition["returns"]) == 1
     assert {"true sim rendering", "no translation", "cyclegan", "rlcyclegan", "oracle"} <= set(results["translation"])
     assert "q_consistency" in results["translation"]["rlcyclegan"]
-    assert set(results["stage_wall_s"]) >= {"teacher", "data", "q", "student:sim", "translator:cyclegan",
-                                            "translator:rlcyclegan", "translator:oracle"}
+    stages = results["stage_wall_s"]
+    assert set(stages) >= {"teacher", "data", "q", "student:sim", "translator:cyclegan", "translator:rlcyclegan",
+                           "translator:oracle", "evaluate"}  # the evaluation's own time too, though it writes them
+    report = (run / "report.md").read_text()
+    assert f"| evaluate | {stages['evaluate']:.0f} |" in report
+    assert f"| **total** | **{sum(stages[k] for k in ('teacher', 'data', 'q', 'train', 'evaluate')):.0f}** |" in report
     # the teacher stage trains the teacher only; the student is a job of `train`
     assert (run / "teacher" / "teacher.zip").is_file() and not (run / "teacher" / "student.safetensors").exists()
     assert results["versions"]["rlcyclegan"]
-    assert (run / "report.md").read_text().startswith("# rlcyclegan pipeline report")
+    assert report.startswith("# rlcyclegan pipeline report")
     assert (run / "translations.png").stat().st_size > 0
     assert len(list((run / "videos").glob("*.gif"))) == 4
     # the Q check's own rollouts, from seeds no other collection uses
