@@ -10,6 +10,11 @@ states, segmenter and Q-networks as ``RUN``'s own evaluation (its seed and setti
 A translator is a run directory (its latest checkpoint) or one checkpoint of it (``RUN/checkpoints/step_N``,
 named ``RUN@N`` in the results), so the iterates of one training can be scored side by side.
 
+``--select-on SEED ...`` picks the iterate to deploy without looking at the evaluation episodes: every
+translator is first scored on validation episodes reset from these seeds (``validation_returns``), and
+only the best checkpoint of each training run (per student) goes on to the evaluation seeds
+(``selected``, ``returns``). Picking the best iterate on the evaluation episodes themselves flatters it.
+
 Every pair is written to ``--out`` as soon as it is measured; pairs already in the file are skipped, so an
 interrupted run resumes. The file records the episodes, reset seeds and episode length its returns were
 measured with, and a run with other settings is refused rather than mixed into it. With ``--quality`` and
@@ -43,8 +48,31 @@ def evaluation_settings(config: PipelineConfig) -> dict:
             "eval_max_steps": config.eval_max_steps}
 
 
-def score(pipeline: Pipeline, translators: list[Path], students: list[Path], out: Path, quality: bool) -> dict:
-    """Fills ``out`` with ``returns`` per ``"translator | student"`` and, with ``quality``, ``translation``."""
+def training_run(translator: Path) -> Path:
+    """The training run a translator comes from: ``RUN`` for ``RUN`` and for ``RUN/checkpoints/step_N``."""
+    return translator if checkpoint_iteration(translator) is None else translator.parent.parent
+
+
+def measure(results: dict, field: str, pairs: list[tuple[Path, Path]], seeds: list[int], config: PipelineConfig,
+            out: Path) -> dict:
+    """``results[field]["translator | student"]``: each pair's returns on episodes reset from ``seeds``, written to
+    ``out`` as soon as measured (pairs already there are skipped)."""
+    returns = results.setdefault(field, {})
+    for translator, student in pairs:
+        key = f"{translator_name(translator)} | {student}"
+        if key in returns:
+            continue
+        r = returns[key] = condition_returns_of(Condition(student, "real", translator=translator),
+                                                config.eval_episodes, seeds, config.eval_max_steps, config.device)
+        out.write_text(json.dumps(results, indent=2))
+        print(f"{field}: {key}: {r['mean']:.1f} [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]", flush=True)
+    return returns
+
+
+def score(pipeline: Pipeline, translators: list[Path], students: list[Path], out: Path, quality: bool,
+          select_on: list[int] | None = None) -> dict:
+    """Fills ``out`` with ``returns`` per ``"translator | student"`` and, with ``quality``, ``translation``; with
+    ``select_on`` also ``validation_returns`` and ``selected``, and ``returns`` for the selected pairs only."""
     c = pipeline.config
     try:
         results = json.loads(out.read_text()) if out.exists() else {}
@@ -57,15 +85,10 @@ def score(pipeline: Pipeline, translators: list[Path], students: list[Path], out
             raise SystemExit(f"error: {out} holds returns measured with "
                              f"{results.get('evaluation', 'unrecorded settings')}, not {settings}; give another --out")
         results["evaluation"] = settings
-    for translator in translators:
-        for student in students:
-            key = f"{translator_name(translator)} | {student}"
-            if key in returns:
-                continue
-            r = returns[key] = condition_returns_of(Condition(student, "real", translator=translator),
-                                                    c.eval_episodes, c.eval_seeds, c.eval_max_steps, c.device)
-            out.write_text(json.dumps(results, indent=2))
-            print(f"{key}: {r['mean']:.1f} [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]", flush=True)
+    pairs = [(translator, student) for translator in translators for student in students]
+    if select_on and students:
+        pairs = select(results, pairs, select_on, c, out)
+    measure(results, "returns", pairs, c.eval_seeds, c, out)
     if quality:
         dirs = {translator_name(t): t for t in translators}
         results["translation"] = pipeline.translation_quality(dirs, grid_path=out.with_suffix(".png"))
@@ -74,6 +97,28 @@ def score(pipeline: Pipeline, translators: list[Path], students: list[Path], out
             scores = results["translation"][name]
             print(f"{name}: FCN class IoU {scores['fcn_class_iou']:.3f}, Q-consistency {scores['q_consistency']:.1f}")
     return results
+
+
+def select(results: dict, pairs: list[tuple[Path, Path]], seeds: list[int], config: PipelineConfig,
+           out: Path) -> list[tuple[Path, Path]]:
+    """The pair with the best validation return (episodes reset from ``seeds``) per training run and student."""
+    if overlap := sorted(set(seeds) & set(config.eval_seeds)):
+        raise SystemExit(f"error: --select-on seeds {overlap} are also evaluation seeds; validation needs others")
+    settings = {**evaluation_settings(config), "eval_seeds": list(seeds)}
+    if results.get("validation_returns") and results.get("validation") != settings:
+        raise SystemExit(f"error: {out} holds validation returns measured with {results.get('validation')}, "
+                         f"not {settings}; give another --out")
+    results["validation"] = settings
+    validation = measure(results, "validation_returns", pairs, seeds, config, out)
+    best: dict[tuple[Path, Path], tuple[Path, Path]] = {}
+    for translator, student in pairs:  # the first of equal returns, in the order given
+        group = (training_run(translator), student)
+        if group not in best or (validation[f"{translator_name(translator)} | {student}"]["mean"] >
+                                 validation[f"{translator_name(best[group][0])} | {student}"]["mean"]):
+            best[group] = (translator, student)
+    results["selected"] = {f"{run} | {student}": translator_name(t) for (run, student), (t, _) in best.items()}
+    out.write_text(json.dumps(results, indent=2))
+    return list(best.values())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="sim-trained student files (none: image scores only, with --quality)")
     parser.add_argument("--out", type=Path, required=True, help="results JSON (the grid goes beside it as .png)")
     parser.add_argument("--quality", action="store_true", help="also the translation-quality scores")
+    parser.add_argument("--select-on", type=int, nargs="+", metavar="SEED",
+                        help="validation reset seeds: only each training run's best checkpoint on them is scored "
+                             "on the evaluation seeds")
     parser.add_argument("overrides", nargs="*", help="pipeline key=value overrides, e.g. eval_episodes=2")
     args = parser.parse_args(argv)
     if not args.students and not args.quality:
@@ -98,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
         config = load_config(PipelineConfig, args.config or preset_path(args.preset), args.overrides)
     except ConfigError as error:
         raise SystemExit(f"error: {error}") from None
-    score(Pipeline(config, args.run, progress=False), args.translators, args.students, args.out, args.quality)
+    score(Pipeline(config, args.run, progress=False), args.translators, args.students, args.out, args.quality,
+          args.select_on)
 
 
 if __name__ == "__main__":

@@ -155,6 +155,22 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     assert json.loads(images_only.read_text())["returns"] == {}
     assert json.loads(images_only.read_text())["translation"][iterate]["l1"] == scores["translation"][iterate]["l1"]
 
+    # --select-on: every checkpoint on validation episodes, then only each run's best on the evaluation episodes
+    selected_out = tmp_path / "selected.json"
+    iterates = sorted((run / "translators" / "cyclegan" / "checkpoints").glob("step_*"))
+    score_translators.main(["--run", str(run), "--config", str(config_path), "--out", str(selected_out),
+                            "--translators", *map(str, iterates), "--students", str(student), "--select-on", "5", "6"])
+    selected = json.loads(selected_out.read_text())
+    names = [score_translators.translator_name(path) for path in iterates]
+    validation = [selected["validation_returns"][f"{name} | {student}"] for name in names]
+    assert selected["validation"]["eval_seeds"] == [5, 6] and all(v["n"] == 2 for v in validation)
+    best = names[max(range(len(names)), key=lambda i: validation[i]["mean"])]  # the first of equal ones
+    assert selected["selected"] == {f"{run / 'translators' / 'cyclegan'} | {student}": best}
+    assert set(selected["returns"]) == {f"{best} | {student}"} and selected["returns"][f"{best} | {student}"]["n"] == 1
+    with pytest.raises(SystemExit, match=r"seeds \[0\] are also evaluation seeds"):
+        score_translators.main(["--run", str(run), "--config", str(config_path), "--out", str(tmp_path / "x.json"),
+                                "--translators", str(checkpoint), "--students", str(student), "--select-on", "0", "7"])
+
     # experiments/average_checkpoints.py: the generators' mean over checkpoints, scored like any translator
     average_checkpoints = experiment_script("average_checkpoints")
     steps, averaged = sorted((run / "translators" / "cyclegan" / "checkpoints").glob("step_*"))[-2:], tmp_path / "avg"
