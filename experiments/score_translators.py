@@ -110,15 +110,14 @@ def select(results: dict, pairs: list[tuple[Path, Path]], seeds: list[int], conf
                          f"not {settings}; give another --out")
     results["validation"] = settings
     validation = measure(results, "validation_returns", pairs, seeds, config, out)
-    best: dict[tuple[Path, Path], tuple[Path, Path]] = {}
-    for translator, student in pairs:  # the first of equal returns, in the order given
-        group = (training_run(translator), student)
-        if group not in best or (validation[f"{translator_name(translator)} | {student}"]["mean"] >
-                                 validation[f"{translator_name(best[group][0])} | {student}"]["mean"]):
-            best[group] = (translator, student)
-    results["selected"] = {f"{run} | {student}": translator_name(t) for (run, student), (t, _) in best.items()}
+    groups: dict[tuple[Path, Path], list[Path]] = {}
+    for translator, student in pairs:
+        groups.setdefault((training_run(translator), student), []).append(translator)
+    best = {(run, student): max(members, key=lambda t: validation[f"{translator_name(t)} | {student}"]["mean"])
+            for (run, student), members in groups.items()}  # max: the first of equal returns, in the order given
+    results["selected"] = {f"{run} | {student}": translator_name(t) for (run, student), t in best.items()}
     out.write_text(json.dumps(results, indent=2))
-    return list(best.values())
+    return [(t, student) for (_, student), t in best.items()]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -610,7 +610,7 @@ class Pipeline:
     def write_results(self, cache: dict[str, Any]) -> dict[str, Any]:
         """``results.json`` and ``report.md`` from the evaluation jobs' results (``cache``, as in ``evaluation.json``)
         and the stage wall times so far."""
-        import torch
+        from rlcyclegan.device import resolve_device
 
         c = self.config
         conditions = self._conditions()
@@ -626,8 +626,7 @@ class Pipeline:
         results["stage_wall_s"] = json.loads(self._times_path.read_text()) if self._times_path.exists() else {}
         results["config"] = to_dict(c)
         results["versions"] = _versions()
-        results["device"] = str(torch.device(c.device) if c.device != "auto" else
-                                ("cuda" if torch.cuda.is_available() else "cpu"))
+        results["device"] = str(resolve_device(c.device))
         (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
         (self.run_dir / "report.md").write_text(render_report(results, self.run_dir))
         return results
