@@ -23,6 +23,7 @@ Layout of ``RUN``::
     translators/NAME/               trainer runs (checkpoints/latest holds the generators)
     results.json, report.md, translations.png, videos/*.gif
     evaluation.json                 each evaluation job's result with the key of its inputs
+    segmenter.safetensors           the FCN-score's segmenter, reused while the sim rollouts are unchanged
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from rlcyclegan.config import ConfigError, load_config, to_dict
 from rlcyclegan.fileio import content_key, write_json_atomically
 
 if TYPE_CHECKING:
+    from rlcyclegan.segmentation import SegmentationNet
     from rlcyclegan.train_config import TrainConfig
     from rlcyclegan.wrappers import FrameTranslator
 
@@ -55,8 +57,9 @@ STAGES = ("teacher", "data", "q", "train", "evaluate")
 """``train`` runs every training that needs only the teacher, the rollouts and the Q-networks, as parallel
 jobs: the pixel student in ``sim``, the domain-randomized student (``dr_policy``) and the translators. The
 student used to train right after the teacher, on one core, while the other core idled."""
-CHECK_SEED_OFFSET = 100_000
-"""Seed distance of the Q check's collections from the others (episode ``i`` resets with ``seed + i``)."""
+HELD_OUT_SEED_OFFSET = 100_000
+"""Seed distance between the collections that must not share start states: the training rollouts, the held-out
+real states and the Q check's rollouts (episode ``i`` of a collection resets with its seed ``+ i``)."""
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
 
@@ -126,9 +129,9 @@ class PipelineConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.eval_seeds:
             raise ConfigError("eval_seeds must name at least one seed")
-        if max(self.collect_episodes, self.check_episodes) >= CHECK_SEED_OFFSET:
-            raise ConfigError(f"collect_episodes and check_episodes must stay below {CHECK_SEED_OFFSET}, whose seeds "
-                              "the check collections start at")
+        if max(self.collect_episodes, self.collect_test_episodes, self.check_episodes) >= HELD_OUT_SEED_OFFSET:
+            raise ConfigError(f"collect_episodes, collect_test_episodes and check_episodes must stay below "
+                              f"{HELD_OUT_SEED_OFFSET}, the seed distance between collections")
         self.policy_config = _existing(self.policy_config)
         self.q_config = _existing(self.q_config)
         for run in self.translators.values():
@@ -390,14 +393,15 @@ class Pipeline:
         from rlcyclegan.data.storage import list_shards
 
         c = self.config
-        # Episode i of a collection resets the env with seed + i. The check sets start far from the others so
-        # that none of their episodes starts where a training episode did.
+        # Episode i of a collection resets the env with seed + i. The held-out real states and the check sets
+        # start far from the others so that none of their episodes starts where a training episode did (runs
+        # collected before stop 23 reset real_test from seed + 2, the start states of real's episodes 1-5).
         plan = {
             "sim": ("sim", c.collect_episodes, c.seed, c.collect_max_steps),
             "real": ("real", c.collect_episodes, c.seed + 1, c.collect_max_steps),
-            "real_test": ("real", c.collect_test_episodes, c.seed + 2, c.collect_max_steps),
-            "sim_check": ("sim", c.check_episodes, c.seed + CHECK_SEED_OFFSET, c.check_max_steps),
-            "real_check": ("real", c.check_episodes, c.seed + 2 * CHECK_SEED_OFFSET, c.check_max_steps),
+            "real_test": ("real", c.collect_test_episodes, c.seed + 3 * HELD_OUT_SEED_OFFSET, c.collect_max_steps),
+            "sim_check": ("sim", c.check_episodes, c.seed + HELD_OUT_SEED_OFFSET, c.check_max_steps),
+            "real_check": ("real", c.check_episodes, c.seed + 2 * HELD_OUT_SEED_OFFSET, c.check_max_steps),
         }
 
         def complete() -> bool:
@@ -651,24 +655,14 @@ class Pipeline:
         import imageio.v3 as iio
 
         from rlcyclegan.data.loaders import RolloutDataset
-        from rlcyclegan.device import resolve_device
-        from rlcyclegan.envs import load_domain
         from rlcyclegan.envs.commands import image_grid
         from rlcyclegan.evaluation import HeldOutReal, load_q_pair, side_by_side_rows, translation_quality
-        from rlcyclegan.segmentation import render_segmentation_set, train_segmenter
 
         c = self.config
         translators = self._translators(translator_dirs)
         held_out = HeldOutReal(RolloutDataset(self.data_path("real_test"), frame_stack=c.frame_stack),
                                c.held_out_frames, seed=c.seed)
-        sim_train = RolloutDataset(self.data_path("sim"), frame_stack=c.frame_stack)
-        rng = np.random.default_rng(c.seed)
-        qpos, _ = sim_train.true_states(sim_train.sample_indices(c.segmenter_frames, rng))
-        seg_images, seg_labels = render_segmentation_set(load_domain("sim"), qpos, c.image_size)
-        # On the run's device. On one CPU thread its 1,500 steps take 0.5-0.6 s each, most of this job, which took
-        # 613 s on an H100 machine when the segmenter trained on the CPU whatever the device.
-        segmenter = train_segmenter(seg_images, seg_labels, steps=c.segmenter_steps, seed=c.seed,
-                                    device=resolve_device(c.device))
+        segmenter = self.segmenter()
         q_sim, q_real = load_q_pair(self.q_dir) if (self.q_dir / "summary.json").exists() else (None, None)
         quality = {
             "true sim rendering": translation_quality(None, _with_frames(held_out, held_out.true_sim), segmenter),
@@ -678,6 +672,46 @@ class Pipeline:
         grid = image_grid(side_by_side_rows(translators, held_out, c.grid_rows), columns=2 + len(translators), scale=2)
         iio.imwrite(grid_path or self.run_dir / "translations.png", grid)
         return quality
+
+    def segmenter(self) -> SegmentationNet:
+        """The FCN-score's segmenter, trained on true ``sim`` renders of the run's sim states, on the run's device.
+
+        It is saved in the run (``segmenter.safetensors``) and reused while the sim rollouts and its settings are
+        unchanged: on one CPU thread its 1,500 steps take 0.5-0.6 s each, most of the translation-quality job,
+        which every new translator runs again (and ``experiments/score_translators.py --quality`` with it).
+        """
+        from rlcyclegan.data.loaders import RolloutDataset
+        from rlcyclegan.device import resolve_device
+        from rlcyclegan.envs import load_domain
+        from rlcyclegan.segmentation import (
+            load_segmenter,
+            render_segmentation_set,
+            save_segmenter,
+            train_segmenter,
+        )
+
+        c = self.config
+        device = resolve_device(c.device)
+        path = self.run_dir / "segmenter.safetensors"
+        tag = content_key([self.data_path("sim")], {"image_size": c.image_size, "frame_stack": c.frame_stack,
+                                                    "seed": c.seed, "frames": c.segmenter_frames,
+                                                    "steps": c.segmenter_steps})
+        if path.exists() and not self.force:
+            try:
+                segmenter, saved_tag = load_segmenter(path, device)
+                if saved_tag == tag:
+                    print(f"[evaluate] segmenter reused from {path}")
+                    return segmenter
+                print(f"[evaluate] {path} was trained from other sim rollouts or settings; training it again")
+            except ValueError as error:
+                print(f"[evaluate] {error}; training it again")
+        sim_train = RolloutDataset(self.data_path("sim"), frame_stack=c.frame_stack)
+        rng = np.random.default_rng(c.seed)
+        qpos, _ = sim_train.true_states(sim_train.sample_indices(c.segmenter_frames, rng))
+        images, labels = render_segmentation_set(load_domain("sim"), qpos, c.image_size)
+        segmenter = train_segmenter(images, labels, steps=c.segmenter_steps, seed=c.seed, device=device)
+        save_segmenter(segmenter, path, tag)
+        return segmenter
 
     def record_videos(self) -> None:
         """GIFs of the policy in ``real``: left what the camera sees, right what the policy sees."""

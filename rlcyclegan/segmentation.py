@@ -9,14 +9,20 @@ rendered in ``sim``.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
 from rlcyclegan.envs.model import SEGMENTATION_CLASSES
 from rlcyclegan.envs.rendering import PairedRenderer, RenderSettings
 from rlcyclegan.envs.spec import DomainSpec
+from rlcyclegan.fileio import fsync_path
 from rlcyclegan.metrics import confusion_matrix, segmentation_scores
 
 
@@ -107,6 +113,31 @@ def train_segmenter(
         optimizer.step()
         schedule.step()
     return net.eval()
+
+
+def save_segmenter(net: SegmentationNet, path: Path, tag: str) -> None:
+    """Write ``net``'s weights atomically, with ``tag`` (what it was trained from) in the file's metadata."""
+    tmp = path.with_name(path.name + ".tmp")
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(tmp), metadata={"width": str(net.width), "tag": tag})
+    fsync_path(tmp)
+    os.replace(tmp, path)
+
+
+def load_segmenter(path: Path, device: torch.device | str = "cpu") -> tuple[SegmentationNet, str]:
+    """A segmenter written by ``save_segmenter``, in eval mode on ``device``, and its tag.
+
+    Raises:
+        ValueError: if ``path`` is not such a file (unreadable, or other weights).
+    """
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+        net = SegmentationNet(width=int(metadata["width"]))
+        net.load_state_dict(load_file(str(path)))
+    except Exception as error:  # safetensors' errors have no common base class
+        raise ValueError(f"{path} is not a segmenter written by save_segmenter: {error}") from error
+    return net.to(device).eval(), metadata.get("tag", "")
 
 
 @torch.no_grad()

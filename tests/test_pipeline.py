@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from rlcyclegan import segmentation
 from rlcyclegan.checkpoint import latest_checkpoint
 from rlcyclegan.cli import main
 from rlcyclegan.config import ConfigError, load_config
@@ -62,7 +63,7 @@ def tiny_config(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path, capsys) -> None:
+def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path, capsys, monkeypatch) -> None:
     config_path = tiny_config(tmp_path)
     run = tmp_path / "run"
     assert main(["pipeline", "--config", str(config_path), "--out", str(run), "--no-progress"]) == 0
@@ -93,6 +94,7 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
         return {read_episode(path, i).seed for i, path in list_shards(run / "data" / split).items()}
 
     assert reset_seeds("real_check").isdisjoint(reset_seeds("real") | reset_seeds("real_test") | reset_seeds("sim"))
+    assert reset_seeds("real_test").isdisjoint(reset_seeds("real"))  # held-out states start elsewhere too
     # the oracle's paired data: the real episodes' states, rendered in sim
     assert sorted(p.name for p in (run / "data" / "real_as_sim").glob("*.h5")) == sorted(
         p.name for p in (run / "data" / "real").glob("*.h5"))
@@ -131,7 +133,12 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     assert out.count("result reused") == 2  # translation quality and videos; every condition runs again
     assert all(len(r["returns"]) == 1 for r in json.loads((run / "results.json").read_text())["returns"].values())
 
-    # experiments/score_translators.py scores a translator with a student, on the run's own held-out states
+    # experiments/score_translators.py scores a translator with a student, on the run's own held-out states and
+    # with the run's segmenter, which is not trained again
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the run's saved segmenter should have been reused")
+
+    monkeypatch.setattr(segmentation, "train_segmenter", no_training)
     score_translators = experiment_script("score_translators")
     student, out = run / "policy" / "student.safetensors", tmp_path / "scores.json"
     checkpoint, iterate = latest_checkpoint(run / "translators" / "cyclegan"), "cyclegan@6"  # resumed to 6 above

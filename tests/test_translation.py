@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,13 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from rlcyclegan.envs import load_domain, make_env
 from rlcyclegan.envs.model import SEGMENTATION_CLASSES
-from rlcyclegan.segmentation import fcn_score, render_segmentation_set, train_segmenter
+from rlcyclegan.segmentation import (
+    fcn_score,
+    load_segmenter,
+    render_segmentation_set,
+    save_segmenter,
+    train_segmenter,
+)
 from rlcyclegan.wrappers import FrameTranslator, TranslateObservation, TranslateVecObservation
 
 SIZE = 32
@@ -144,7 +152,7 @@ def test_bad_observation_space_is_rejected() -> None:
 
 
 @pytest.mark.slow
-def test_fcn_score_is_near_perfect_on_true_renders_and_poor_on_blank_images() -> None:
+def test_fcn_score_is_near_perfect_on_true_renders_and_poor_on_blank_images(tmp_path: Path) -> None:
     env = make_env("sim", image_size=SIZE)
     env.reset(seed=0)
     env.action_space.seed(0)
@@ -166,3 +174,10 @@ def test_fcn_score_is_near_perfect_on_true_renders_and_poor_on_blank_images() ->
     assert blank["class_iou"] < 0.35
     assert blank["class_iou"] < held_out["class_iou"] - 0.4
     assert set(np.unique(labels)) <= set(range(len(SEGMENTATION_CLASSES)))
+    # saved and loaded, it labels the same; a file that is not a segmenter is refused with its path
+    save_segmenter(net, tmp_path / "segmenter.safetensors", tag="some inputs")
+    loaded, tag = load_segmenter(tmp_path / "segmenter.safetensors")
+    assert tag == "some inputs" and fcn_score(loaded, images[200:], labels[200:]) == held_out
+    (tmp_path / "broken.safetensors").write_bytes(b"not weights")
+    with pytest.raises(ValueError, match="broken.safetensors is not a segmenter"):
+        load_segmenter(tmp_path / "broken.safetensors")
