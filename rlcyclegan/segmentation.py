@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
@@ -24,6 +23,10 @@ from rlcyclegan.envs.rendering import PairedRenderer, RenderSettings
 from rlcyclegan.envs.spec import DomainSpec
 from rlcyclegan.fileio import fsync_path
 from rlcyclegan.metrics import confusion_matrix, segmentation_scores
+from rlcyclegan.networks import load_state_dict_checked
+
+SEGMENTER_KIND = "rlcyclegan-segmenter"
+"""The ``kind`` in a saved segmenter's header."""
 
 
 def _block(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -116,10 +119,10 @@ def train_segmenter(
 
 
 def save_segmenter(net: SegmentationNet, path: Path, tag: str) -> None:
-    """Write ``net``'s weights atomically, with ``tag`` (what it was trained from) in the file's metadata."""
+    """Write ``net``'s weights atomically, with ``tag`` (what it was trained from) in the file's header."""
     tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(tmp), metadata={"width": str(net.width), "tag": tag})
+    save_file(state, str(tmp), metadata={"kind": SEGMENTER_KIND, "width": str(net.width), "tag": tag})
     fsync_path(tmp)
     os.replace(tmp, path)
 
@@ -128,16 +131,19 @@ def load_segmenter(path: Path, device: torch.device | str = "cpu") -> tuple[Segm
     """A segmenter written by ``save_segmenter``, in eval mode on ``device``, and its tag.
 
     Raises:
-        ValueError: if ``path`` is not such a file (unreadable, or other weights).
+        ValueError: if ``path`` is not such a file (not safetensors, another kind, or other weights).
     """
+    from rlcyclegan.agents.student import read_safetensors_header
+
     try:
-        with safe_open(str(path), "pt") as f:
-            metadata = f.metadata() or {}
-        net = SegmentationNet(width=int(metadata["width"]))
-        net.load_state_dict(load_file(str(path)))
-    except Exception as error:  # safetensors' errors have no common base class
-        raise ValueError(f"{path} is not a segmenter written by save_segmenter: {error}") from error
-    return net.to(device).eval(), metadata.get("tag", "")
+        header = read_safetensors_header(path)
+    except ValueError:
+        header = {}
+    if header.get("kind") != SEGMENTER_KIND:
+        raise ValueError(f"{path} is not a segmenter file (kind {header.get('kind')!r}, expected {SEGMENTER_KIND!r})")
+    net = SegmentationNet(width=int(header["width"]))
+    load_state_dict_checked(net, load_file(str(path)), path)
+    return net.to(device).eval(), header["tag"]
 
 
 @torch.no_grad()
