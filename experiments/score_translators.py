@@ -123,7 +123,7 @@ def select(results: dict, pairs: list[tuple[Path, Path]], seeds: list[int], conf
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="a pipeline run: its data/ and q/ are used")
-    parser.add_argument("--preset", default="standard", help="the run's preset (quick, standard)")
+    parser.add_argument("--preset", default="standard", help="the run's preset (quick, standard, long)")
     parser.add_argument("--config", help="the run's pipeline YAML, instead of a preset")
     parser.add_argument("--translators", type=Path, nargs="+", required=True,
                         help="translator run directories or checkpoints (RUN/checkpoints/step_N)")

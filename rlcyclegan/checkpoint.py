@@ -53,6 +53,11 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return target
 
 
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """The complete checkpoints of a run, oldest first."""
+    return sorted(d for d in (run_dir / CHECKPOINTS).glob("step_*") if (d / INFO_FILE).is_file())
+
+
 def checkpoint_iteration(directory: Path) -> int | None:
     """The completed iterations a checkpoint directory holds (``None``: ``directory`` is not a checkpoint)."""
     info = directory / INFO_FILE

@@ -101,8 +101,27 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """Defaults of ``cls``, updated by the YAML file at ``path``, then by ``key=value`` overrides."""
-    data = load_yaml(path) if path is not None else {}
+    data = load_extended_yaml(path) if path is not None else {}
     return from_dict(cls, merge(data, parse_overrides(overrides)))
+
+
+def load_extended_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The YAML mapping at ``path``, on top of the file its ``extends:`` key names (relative to ``path``'s folder).
+
+    A variant of a config then states only what it changes: mappings merge key by key, anything else
+    (lists included) replaces the base's value.
+
+    Raises:
+        ConfigError: for a missing or invalid file, or files that extend each other in a circle.
+    """
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path} extends itself through {' -> '.join(p.name for p in _seen)}")
+    data = load_yaml(path)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    return merge(load_extended_yaml(path.parent / str(base), (*_seen, path.resolve())), data)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

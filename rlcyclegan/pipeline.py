@@ -3,8 +3,10 @@
 Each stage writes its outputs under the run directory and is skipped when they exist (``force`` redoes
 it), so any stage can be re-run alone and an interrupted pipeline resumes where it stopped. Evaluation
 goes by job: a condition, the translation quality or the videos run again only when the files they read
-(by content) or their settings changed, so a new student or translator costs only its own jobs. Stage
-wall times accumulate in ``stages.json`` and end up in ``results.json``.
+(by content) or their settings changed, so a new student or translator costs only its own jobs. A
+translator with validation seeds (``TranslatorRun.select_on``) deploys its best checkpoint on validation
+episodes, chosen at the start of the evaluation. Stage wall times accumulate in ``stages.json`` and end up
+in ``results.json``.
 
 Independent trainings (the two Q-networks; the translators and the domain-randomized student; the
 evaluation conditions) run as ``jobs`` processes at once, one torch thread each. On a 2-core CPU that
@@ -21,6 +23,7 @@ Layout of ``RUN``::
     data/real_as_sim_segmentation/  ... and their sim segmentation (an oracle with loss.paired_ignore only)
     q/{sim,real}/q.safetensors      pixel Q-networks (TD on each domain's rollouts)
     translators/NAME/               trainer runs (checkpoints/latest holds the generators)
+    translators/NAME/selection.json validation returns of its checkpoints and the one deployed (``select_on``)
     results.json, report.md, translations.png, videos/*.gif
     evaluation.json                 each evaluation job's result with the key of its inputs
     segmenter.safetensors           the FCN-score's segmenter, reused while the sim rollouts are unchanged
@@ -72,6 +75,11 @@ class TranslatorRun:
     paired: bool = False
     """The paired oracle: trained on real frames with their true sim renderings (``data/real_as_sim``, drawn
     from the hidden states), which no unpaired method sees."""
+    select_on: list[int] = field(default_factory=list)
+    """Validation reset seeds. When given, every checkpoint the run kept is scored on episodes reset from these
+    seeds (the evaluation's episodes and length, the sim policy) and the best one is deployed instead of the
+    last: on long schedules the last iterate is not reliably the best, and choosing on the evaluation
+    episodes themselves would flatter the result."""
 
 
 @dataclass
@@ -134,8 +142,11 @@ class PipelineConfig:
                               f"{HELD_OUT_SEED_OFFSET}, the seed distance between collections")
         self.policy_config = _existing(self.policy_config)
         self.q_config = _existing(self.q_config)
-        for run in self.translators.values():
+        for name, run in self.translators.items():
             run.config = _existing(run.config)
+            if overlap := sorted(set(run.select_on) & set(self.eval_seeds)):
+                raise ConfigError(f"translators.{name}.select_on shares the seeds {overlap} with eval_seeds; "
+                                  "validation needs episodes of its own")
 
 
 def _existing(path: Path) -> Path:
@@ -207,7 +218,7 @@ class Condition:
     policy: Path
     domain: str
     translator: Path | None = None
-    """A translator run directory: the policy sees F(real frame)."""
+    """A translator checkpoint (or run) directory: the policy sees F(real frame)."""
     perfect: bool = False
     """The policy sees the true sim rendering of each real state."""
 
@@ -456,8 +467,8 @@ class Pipeline:
                 del students[domain]
         parallel = self._parallel(len(c.translators) + len(students))
         progress = self.progress and not parallel
-        unpaired: list[Job] = []
-        paired: list[Job] = []
+        unpaired: list[tuple[int, Job]] = []  # (iterations, job)
+        paired: list[tuple[int, Job]] = []
         for name, run in c.translators.items():
             overrides = [
                 f"exp_name={name}", f"run_dir={self.translator_dir(name)}", f"seed={c.seed}",
@@ -481,11 +492,15 @@ class Pipeline:
                 done = None
             # a run that an interruption left short of its iterations resumes from its latest checkpoint
             job = Job(f"translator:{name}", train_paired if run.paired else train, (config, done is not None, progress))
-            (paired if run.paired else unpaired).append(job)
-        # Jobs start in this order, `jobs` at a time. A paired translator trains in about half the time of an
-        # unpaired one (no cycle, no second generator), so it goes last, into the gap the longer jobs leave:
-        # with std3's job times, 4,073 s with the oracle started third, about 3,650 s with it last.
-        jobs = unpaired + [self._student_job(domain, path, parallel) for domain, path in students.items()] + paired
+            (paired if run.paired else unpaired).append((config.iterations, job))
+        # Jobs start in this order, `jobs` at a time: unpaired translators with the longest schedule first (in
+        # the long preset, RL-CycleGAN's 24,000 iterations are most of the stage). A paired translator trains in
+        # about half the time of an unpaired one (no cycle, no second generator), so it goes last, into the gap
+        # the longer jobs leave: with std3's job times, 4,073 s with the oracle started third, about 3,650 s
+        # with it last.
+        jobs = [job for _, job in sorted(unpaired, key=lambda pair: -pair[0])]  # stable among equal schedules
+        jobs += [self._student_job(domain, path, parallel) for domain, path in students.items()]
+        jobs += [job for _, job in paired]
         if jobs:
             self._timed("train", False, lambda: self._run_jobs(jobs))
 
@@ -499,6 +514,7 @@ class Pipeline:
     def stage_evaluate(self, even_if_current: bool = False) -> None:
         """Evaluate, unless ``results.json`` exists and no job's inputs changed; ``even_if_current`` rewrites the
         results and report all the same (from cached job results where the inputs are unchanged)."""
+        self.select_checkpoints()
         keys = self._evaluation_keys(self._conditions())  # hashes every input (seconds): once per stage
         stale = self._stale_evaluation_jobs(keys, self._evaluation_cache())
         current = (self.run_dir / "results.json").exists() and not stale
@@ -514,7 +530,91 @@ class Pipeline:
     # -- evaluation and report -----------------------------------------------------------------------
 
     def translators_available(self) -> dict[str, Path]:
-        return {n: self.translator_dir(n) for n in self.config.translators if self.has_translator(n)}
+        """Each trained translator's deployed checkpoint (``deployed_checkpoint``), by name."""
+        return {n: self.deployed_checkpoint(n) for n in self.config.translators if self.has_translator(n)}
+
+    def deployed_checkpoint(self, name: str) -> Path:
+        """What translator ``name`` deploys: the checkpoint ``select_checkpoints`` chose for a run with ``select_on``
+        seeds, else the latest.
+
+        Raises:
+            ValueError: when the run has ``select_on`` seeds and no chosen checkpoint on disk yet.
+        """
+        from rlcyclegan.checkpoint import latest_checkpoint
+
+        directory = self.translator_dir(name)
+        if not self.config.translators[name].select_on:
+            latest = latest_checkpoint(directory)
+            if latest is None:
+                raise ValueError(f"translator {name} has no checkpoint in {directory}")
+            return latest
+        chosen = self._selection(name).get("selected")
+        if chosen is None or not (directory / "checkpoints" / chosen).is_dir():
+            raise ValueError(f"translator {name} has no checkpoint chosen on its validation seeds in "
+                             f"{self._selection_path(name)}; `rlcyclegan evaluate` chooses one")
+        return directory / "checkpoints" / chosen
+
+    def _selection_path(self, name: str) -> Path:
+        return self.translator_dir(name) / "selection.json"
+
+    def _selection(self, name: str) -> dict[str, Any]:
+        """Translator ``name``'s ``selection.json``: ``validation`` (checkpoint -> key and result), ``selected``."""
+        path = self._selection_path(name)
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            print(f"[select:{name}] {path} is not valid JSON; its checkpoints are scored again")
+            return {}
+
+    def select_checkpoints(self) -> None:
+        """For each translator with ``select_on`` seeds: every checkpoint it kept, scored on validation episodes,
+        and the best one, into ``translators/NAME/selection.json``.
+
+        A checkpoint scored before with the same policy and settings keeps its result (``force`` scores all again),
+        so a run trained further costs only its new checkpoints.
+        """
+        from rlcyclegan.checkpoint import checkpoint_iteration, list_checkpoints
+
+        c = self.config
+        tables: dict[str, dict[str, Any]] = {}
+        pending: dict[str, tuple[str, str, str]] = {}  # job name -> translator, checkpoint, key
+        jobs: list[Job] = []
+        for name, run in c.translators.items():
+            if not run.select_on or not self.has_translator(name):
+                continue
+            cached = {} if self.force else self._selection(name).get("validation", {})
+            tables[name] = {}
+            for checkpoint in list_checkpoints(self.translator_dir(name)):
+                key = content_key([self.policy_path, checkpoint], {
+                    "image_size": c.image_size, "frame_stack": c.frame_stack, "episodes": c.eval_episodes,
+                    "seeds": run.select_on, "max_steps": c.eval_max_steps})
+                if cached.get(checkpoint.name, {}).get("key") == key:
+                    tables[name][checkpoint.name] = cached[checkpoint.name]
+                    continue
+                job = Job(f"select:{name}@{checkpoint_iteration(checkpoint)}", condition_returns_of,
+                          (Condition(self.policy_path, "real", translator=checkpoint), c.eval_episodes, run.select_on,
+                           c.eval_max_steps, c.device))
+                pending[job.name] = (name, checkpoint.name, key)
+                jobs.append(job)
+
+        def remember(job_name: str, result: Any) -> None:
+            name, checkpoint, key = pending[job_name]
+            tables[name][checkpoint] = {"key": key, "result": result}
+            self._write_selection(name, tables[name])
+
+        if jobs:
+            self._timed("select", False, lambda: self._run_jobs(jobs, on_result=remember))
+        for name, table in tables.items():  # also forgets checkpoints the run has pruned since
+            self._write_selection(name, table)
+
+    def _write_selection(self, name: str, validation: dict[str, Any]) -> None:
+        ordered = sorted(validation)  # step_{n:08d}: by iteration
+        best = max(ordered, key=lambda checkpoint: validation[checkpoint]["result"]["mean"])  # the earliest of equals
+        write_json_atomically(self._selection_path(name), {
+            "seeds": self.config.translators[name].select_on, "selected": best,
+            "validation": {checkpoint: validation[checkpoint] for checkpoint in ordered}})
 
     def _conditions(self) -> dict[str, Condition]:
         conditions = {
@@ -539,18 +639,16 @@ class Pipeline:
         re-runs its conditions and videos, not the translation-quality job, which depends on the translators
         alone (20-26 min of the standard preset's evaluation).
         """
-        from rlcyclegan.checkpoint import latest_checkpoint
-
         c = self.config
         shared = {"image_size": c.image_size, "frame_stack": c.frame_stack, "seed": c.seed}
-        checkpoints = {n: latest_checkpoint(p) for n, p in self.translators_available().items()}
+        checkpoints = self.translators_available()
         q_files = [self.q_dir] if (self.q_dir / "summary.json").exists() else []
         keys = {"evaluate:translation quality": content_key(
             [self.data_path("real_test"), self.data_path("sim"), *q_files, *checkpoints.values()],
             {**shared, "translators": list(checkpoints), "held_out_frames": c.held_out_frames,
              "segmenter_frames": c.segmenter_frames, "segmenter_steps": c.segmenter_steps, "grid_rows": c.grid_rows})}
         for name, condition in conditions.items():
-            translator = [] if condition.translator is None else [latest_checkpoint(condition.translator)]
+            translator = [] if condition.translator is None else [condition.translator]
             keys[f"evaluate:{name}"] = content_key(
                 [condition.policy, *translator],
                 {**shared, "domain": condition.domain, "perfect": condition.perfect, "episodes": c.eval_episodes,
@@ -620,6 +718,13 @@ class Pipeline:
         conditions = self._conditions()
         results: dict[str, Any] = {"returns": {name: cache[f"evaluate:{name}"]["result"] for name in conditions},
                                    "translation": cache["evaluate:translation quality"]["result"]}
+        selections = {name: self._selection(name) for name, run in c.translators.items()
+                      if run.select_on and self.has_translator(name)}
+        if selections:
+            results["selection"] = {name: {
+                "seeds": s["seeds"], "deployed": s["selected"],
+                "validation": {checkpoint: v["result"] for checkpoint, v in s["validation"].items()},
+            } for name, s in selections.items()}
         if (self.q_dir / "summary.json").exists():
             results["q_networks"] = json.loads((self.q_dir / "summary.json").read_text())
         policy_summary = self.policy_path.parent / "summary.json"
@@ -792,6 +897,16 @@ def render_report(results: dict[str, Any], run_dir: Path) -> str:
         lines.append(f"| {name} | {s['l1']:.3f} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['fcn_per_pixel_accuracy']:.3f} "
                      f"| {s['fcn_per_class_accuracy']:.3f} | {s['fcn_class_iou']:.3f} | {q} |")
     lines += ["", "Columns of `translations.png`: real frame | F(real) for each translator | true sim rendering.", ""]
+    if "selection" in results:
+        lines += ["## Checkpoints chosen on validation episodes", "",
+                  "Each of these translators deploys the checkpoint with the best mean return in `real` on episodes "
+                  "reset from its validation seeds, which the evaluation above does not use.", "",
+                  "| translator | validation seeds | mean validation return per checkpoint | deployed |", "|---|---|---|---|"]
+        for name, s in results["selection"].items():
+            scores = ", ".join(f"{checkpoint.removeprefix('step_').lstrip('0')}: {r['mean']:.1f}"
+                               for checkpoint, r in s["validation"].items())
+            lines.append(f"| {name} | {s['seeds']} | {scores} | {s['deployed']} |")
+        lines.append("")
     if "q_networks" in results:
         lines += ["## Pixel Q-networks", "", "```", json.dumps(results["q_networks"], indent=2), "```", ""]
     if "policy" in results:

@@ -42,7 +42,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="quick", help="experiments/pipeline_PRESET.yaml (quick, standard)")
+    parser.add_argument("--preset", default="quick", help="experiments/pipeline_PRESET.yaml (quick, standard, long)")
     parser.add_argument("--config", help="a pipeline YAML instead of a preset")
     parser.add_argument("--out", required=True, help="run directory, e.g. runs/demo")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -12,13 +13,23 @@ import pytest
 import torch
 import yaml
 
+from rlcyclegan import pipeline as pipeline_module
 from rlcyclegan import segmentation
-from rlcyclegan.checkpoint import latest_checkpoint
+from rlcyclegan.checkpoint import checkpoint_iteration, checkpoint_name, latest_checkpoint
 from rlcyclegan.cli import main
 from rlcyclegan.config import ConfigError, load_config
 from rlcyclegan.data.storage import list_shards, read_episode
 from rlcyclegan.networks import load_generator
-from rlcyclegan.pipeline import PERFECT, Job, Pipeline, PipelineConfig, preset_path, render_returns_table
+from rlcyclegan.pipeline import (
+    PERFECT,
+    Condition,
+    Job,
+    Pipeline,
+    PipelineConfig,
+    condition_returns_of,
+    preset_path,
+    render_returns_table,
+)
 
 TINY_POLICY = {
     "teacher": {"algo": "ppo", "total_timesteps": 1024, "eval_every": 1024, "eval_episodes": 1,
@@ -51,7 +62,7 @@ def tiny_config(tmp_path: Path) -> Path:
         "collect_episodes": 3, "collect_test_episodes": 2, "collect_max_steps": 30, "collect_noise": 0.3,
         "check_episodes": 1, "check_max_steps": 35,
         "translators": {"cyclegan": {"config": "experiments/cyclegan.yaml"},
-                        "rlcyclegan": {"config": "experiments/rlcyclegan.yaml"},
+                        "rlcyclegan": {"config": "experiments/rlcyclegan.yaml", "select_on": [5, 6]},
                         "oracle": {"config": "experiments/oracle.yaml", "paired": True}},
         "translator_overrides": TRANSLATOR_OVERRIDES,
         "eval_episodes": 1, "eval_seeds": [0], "eval_max_steps": 20,
@@ -74,12 +85,21 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
         assert condition["n"] == 1 and len(condition["returns"]) == 1
     assert {"true sim rendering", "no translation", "cyclegan", "rlcyclegan", "oracle"} <= set(results["translation"])
     assert "q_consistency" in results["translation"]["rlcyclegan"]
+    # RL-CycleGAN (select_on) deploys its checkpoint with the best return on validation episodes of its own
+    selection = results["selection"]["rlcyclegan"]
+    assert selection["seeds"] == [5, 6] and set(selection["validation"]) == {checkpoint_name(2), checkpoint_name(4)}
+    assert all(r["n"] == 2 and len(r["seed_means"]) == 2 for r in selection["validation"].values())
+    assert selection["deployed"] == max(sorted(selection["validation"]), key=lambda c: selection["validation"][c]["mean"])
+    deployed = run / "translators" / "rlcyclegan" / "checkpoints" / selection["deployed"]
+    assert results["returns"]["real + rlcyclegan"] == condition_returns_of(
+        Condition(run / "policy" / "student.safetensors", "real", translator=deployed), 1, [0], 20, "auto")
+    assert "Checkpoints chosen on validation episodes" in (run / "report.md").read_text()
     stages = results["stage_wall_s"]
     assert set(stages) >= {"teacher", "data", "q", "student:sim", "translator:cyclegan", "translator:rlcyclegan",
                            "translator:oracle", "evaluate"}  # recorded before the evaluation writes the results
     report = (run / "report.md").read_text()
     assert f"| evaluate | {stages['evaluate']:.0f} |" in report
-    assert f"| **total** | **{sum(stages[k] for k in ('teacher', 'data', 'q', 'train', 'evaluate')):.0f}** |" in report
+    assert f"| **total** | **{sum(stages[k] for k in ('teacher', 'data', 'q', 'train', 'select', 'evaluate')):.0f}** |" in report
     # the teacher stage trains the teacher only; the student is a job of `train`
     assert (run / "teacher" / "teacher.zip").is_file() and not (run / "teacher" / "student.safetensors").exists()
     assert results["versions"]["rlcyclegan"]
@@ -117,9 +137,11 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
                  "--stage", "evaluate"]) == 0
     out = capsys.readouterr().out
     reused = {line.split("]")[0].removeprefix("[evaluate:") for line in out.splitlines() if "result reused" in line}
-    assert reused == {"sim", "real, no adaptation", PERFECT}
-    assert "[evaluate:translation quality] done" in out and "[evaluate:real + oracle] done" in out
+    assert "[select:rlcyclegan@6] done" in out and "[select:rlcyclegan@4]" not in out  # only the new checkpoint
     rerun = json.loads((run / "results.json").read_text())
+    same_rl_checkpoint = rerun["selection"]["rlcyclegan"]["deployed"] == selection["deployed"]
+    assert reused == {"sim", "real, no adaptation", PERFECT} | ({"real + rlcyclegan"} if same_rl_checkpoint else set())
+    assert "[evaluate:translation quality] done" in out and "[evaluate:real + oracle] done" in out
     assert rerun["returns"]["sim"] == results["returns"]["sim"]
     assert main(["pipeline", "--config", str(config_path), "--out", str(run), "--no-progress",
                  "--stage", "evaluate"]) == 0
@@ -130,8 +152,13 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     assert main(["pipeline", "--config", str(config_path), "--out", str(run), "--no-progress",
                  "eval_max_steps=10", "--stage", "evaluate"]) == 0
     out = capsys.readouterr().out
-    assert out.count("result reused") == 2  # translation quality and videos; every condition runs again
-    assert all(len(r["returns"]) == 1 for r in json.loads((run / "results.json").read_text())["returns"].values())
+    shorter = json.loads((run / "results.json").read_text())
+    assert all(len(r["returns"]) == 1 for r in shorter["returns"].values())
+    # every condition and every validation runs again; translation quality and videos only if the validation on
+    # shorter episodes deploys another RL-CycleGAN checkpoint
+    assert "[select:rlcyclegan@2] done" in out
+    same_rl_checkpoint = shorter["selection"]["rlcyclegan"]["deployed"] == rerun["selection"]["rlcyclegan"]["deployed"]
+    assert out.count("result reused") == (2 if same_rl_checkpoint else 0)
 
     # experiments/score_translators.py scores a translator with a student, on the run's own held-out states and
     # with the run's segmenter, which is not trained again
@@ -214,10 +241,65 @@ def test_pipeline_config_errors(tmp_path: Path) -> None:
 
 
 def test_presets_load(tmp_path: Path) -> None:
-    for preset in ("quick", "standard"):
+    for preset in ("quick", "standard", "long"):
         config = load_config(PipelineConfig, preset_path(preset))
         assert config.preset == preset and "rlcyclegan" in config.translators
         assert Pipeline(config, tmp_path / preset, progress=False).run_dir.is_dir()
+    # the long preset is the standard one with two translators changed
+    standard, long = (load_config(PipelineConfig, preset_path(p)) for p in ("standard", "long"))
+    assert dataclasses.replace(long, preset="standard", translators=standard.translators) == standard
+    assert long.translators["cyclegan_detached"] == standard.translators["cyclegan_detached"]
+    assert "iterations=24000" in long.translators["rlcyclegan"].overrides and long.translators["rlcyclegan"].select_on
+
+
+def test_a_translator_with_validation_seeds_deploys_its_best_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    config = load_config(PipelineConfig, tiny_config(tmp_path), ["jobs=1", "translators.rlcyclegan.select_on=[5, 6]"])
+    pipeline = Pipeline(config, tmp_path / "run", progress=False)
+    pipeline.policy_path.parent.mkdir(parents=True)
+    pipeline.policy_path.write_bytes(b"a policy")
+    checkpoints = pipeline.translator_dir("rlcyclegan") / "checkpoints"
+    validation_mean = {2: 10.0, 4: 30.0, 6: 20.0, 8: 50.0}
+    scored: list[tuple[int, list[int]]] = []
+
+    def add_checkpoint(iteration: int) -> None:  # what the selection reads of a checkpoint: its iteration
+        (checkpoints / checkpoint_name(iteration)).mkdir(parents=True)
+        (checkpoints / checkpoint_name(iteration) / "checkpoint.json").write_text(json.dumps({"iteration": iteration}))
+        (checkpoints / "latest").write_text(checkpoint_name(iteration))
+
+    def validation_returns(condition: Condition, episodes: int, seeds: list[int], *_) -> dict:
+        iteration = checkpoint_iteration(condition.translator)
+        scored.append((iteration, seeds))
+        return {"mean": validation_mean[iteration]}
+
+    monkeypatch.setattr(pipeline_module, "condition_returns_of", validation_returns)
+    for iteration in (2, 4, 6):
+        add_checkpoint(iteration)
+    with pytest.raises(ValueError, match="no checkpoint chosen on its validation seeds"):
+        pipeline.deployed_checkpoint("rlcyclegan")
+    pipeline.select_checkpoints()
+    assert sorted(scored) == [(2, [5, 6]), (4, [5, 6]), (6, [5, 6])]
+    assert pipeline.deployed_checkpoint("rlcyclegan") == checkpoints / checkpoint_name(4)  # the best, not the last
+    assert pipeline._conditions()["real + rlcyclegan"].translator == checkpoints / checkpoint_name(4)
+
+    # trained further, with the oldest checkpoint pruned: only the new one is scored, and it is better
+    scored.clear()
+    add_checkpoint(8)
+    (checkpoints / checkpoint_name(2) / "checkpoint.json").unlink()
+    (checkpoints / checkpoint_name(2)).rmdir()
+    pipeline.select_checkpoints()
+    assert scored == [(8, [5, 6])]
+    assert pipeline.deployed_checkpoint("rlcyclegan") == checkpoints / checkpoint_name(8)
+    selection = json.loads((pipeline.translator_dir("rlcyclegan") / "selection.json").read_text())
+    assert list(selection["validation"]) == [checkpoint_name(i) for i in (4, 6, 8)]
+
+    # another policy: every checkpoint is scored again
+    scored.clear()
+    pipeline.policy_path.write_bytes(b"another policy")
+    pipeline.select_checkpoints()
+    assert sorted(i for i, _ in scored) == [4, 6, 8]
+
+    with pytest.raises(ConfigError, match="select_on shares the seeds \\[0\\] with eval_seeds"):
+        load_config(PipelineConfig, tiny_config(tmp_path), ["translators.rlcyclegan.select_on=[0, 9]"])
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
