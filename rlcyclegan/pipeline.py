@@ -47,7 +47,7 @@ import numpy as np
 
 import rlcyclegan
 from rlcyclegan.config import ConfigError, load_config, to_dict
-from rlcyclegan.fileio import content_key, write_json_atomically
+from rlcyclegan.fileio import content_key, read_json_cache, write_json_atomically
 
 if TYPE_CHECKING:
     from rlcyclegan.segmentation import SegmentationNet
@@ -559,14 +559,7 @@ class Pipeline:
 
     def _selection(self, name: str) -> dict[str, Any]:
         """Translator ``name``'s ``selection.json``: ``validation`` (checkpoint -> key and result), ``selected``."""
-        path = self._selection_path(name)
-        if not path.exists():
-            return {}
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            print(f"[select:{name}] {path} is not valid JSON; its checkpoints are scored again")
-            return {}
+        return read_json_cache(self._selection_path(name), "its checkpoints are scored again")
 
     def select_checkpoints(self) -> None:
         """For each translator with ``select_on`` seeds: every checkpoint it kept, scored on validation episodes,
@@ -659,14 +652,9 @@ class Pipeline:
 
     def _evaluation_cache(self) -> dict[str, Any]:
         """Cached evaluation results by job name, ``{"key": ..., "result": ...}`` (empty under ``force``)."""
-        path = self._evaluation_cache_path
-        if self.force or not path.exists():
+        if self.force:
             return {}
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            print(f"[evaluate] {path} is not valid JSON; every evaluation job runs again")
-            return {}
+        return read_json_cache(self._evaluation_cache_path, "every evaluation job runs again")
 
     def _stale_evaluation_jobs(self, keys: dict[str, str], cache: dict[str, Any]) -> list[str]:
         """Jobs whose inputs changed since their cached result, or whose files (picture grid, videos) are gone."""

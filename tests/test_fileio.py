@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rlcyclegan.fileio import content_key, write_json_atomically
+from rlcyclegan.fileio import content_key, read_json_cache, write_json_atomically
 
 
 def _tree(root: Path) -> Path:
@@ -44,3 +44,14 @@ def test_write_json_atomically_replaces_the_whole_file(tmp_path: Path) -> None:
     write_json_atomically(path, {"b": [1, 2]})
     assert json.loads(path.read_text()) == {"b": [1, 2]}
     assert [p.name for p in tmp_path.iterdir()] == ["cache.json"]
+
+
+def test_a_cache_that_is_missing_or_damaged_reads_as_empty_and_says_so(tmp_path: Path, capsys) -> None:
+    cache = tmp_path / "evaluation.json"
+    assert read_json_cache(cache, "every job runs again") == {}
+    write_json_atomically(cache, {"job": {"key": "k", "result": 1.5}})
+    assert read_json_cache(cache, "every job runs again") == {"job": {"key": "k", "result": 1.5}}
+    assert capsys.readouterr().out == ""
+    cache.write_text('{"job": {"key": "k", "res')  # a write cut off by hand or by another tool
+    assert read_json_cache(cache, "every job runs again") == {}
+    assert capsys.readouterr().out.strip() == f"{cache} is not valid JSON; every job runs again"
