@@ -27,7 +27,6 @@ def write_json_atomically(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-
 def read_json_cache(path: Path, when_unreadable: str) -> dict[str, Any]:
     """The mapping a cache file at ``path`` holds; ``{}`` when there is none or it is not valid JSON.
 
@@ -41,6 +40,7 @@ def read_json_cache(path: Path, when_unreadable: str) -> dict[str, Any]:
     except json.JSONDecodeError:
         print(f"{path} is not valid JSON; {when_unreadable}")
         return {}
+
 
 def content_key(paths: Iterable[Path], settings: Mapping[str, Any]) -> str:
     """A digest of the files at ``paths`` (each a file, or a directory taken whole) and of ``settings``.
