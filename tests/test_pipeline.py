@@ -254,6 +254,9 @@ def test_presets_load(tmp_path: Path) -> None:
     assert "iterations=24000" in rl_run.overrides and rl_run.select_on == control.select_on
     schedule = set(rl_run.overrides) - {"loss.rl_scene_trains_q=false"}
     assert set(control.overrides) == schedule | {"loss.lambda_rl_scene=0"}
+    # the quick preset trains RL-CycleGAN with the standard preset's recipe, for fewer iterations
+    quick_run = load_config(PipelineConfig, preset_path("quick")).translators["rlcyclegan"]
+    assert {"loss.lambda_rl=0", "loss.rl_scene_trains_q=false"} <= set(quick_run.overrides) and quick_run.select_on
 
 
 def test_a_translator_with_validation_seeds_deploys_its_best_checkpoint(tmp_path: Path, monkeypatch) -> None:
