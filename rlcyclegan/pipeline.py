@@ -501,6 +501,11 @@ class Pipeline:
         jobs = [job for _, job in sorted(unpaired, key=lambda pair: -pair[0])]  # stable among equal schedules
         jobs += [self._student_job(domain, path, parallel) for domain, path in students.items()]
         jobs += [job for _, job in paired]
+        if jobs and not self._segmenter_is_current():
+            # the FCN-score's segmenter needs only the sim rollouts: trained here, in the time the other core
+            # has while RL-CycleGAN trains, it leaves the evaluation stage (quick preset: 92 s of 94 s were the
+            # translation-quality job, most of it this training)
+            jobs.append(Job("segmenter:sim", self.train_segmenter))
         if jobs:
             self._timed("train", False, lambda: self._run_jobs(jobs))
 
@@ -773,37 +778,52 @@ class Pipeline:
         unchanged: on one CPU thread its 1,500 steps take 0.5-0.6 s each, most of the translation-quality job,
         which every new translator runs again (and ``experiments/score_translators.py --quality`` with it).
         """
-        from rlcyclegan.data.loaders import RolloutDataset
         from rlcyclegan.device import resolve_device
-        from rlcyclegan.envs import load_domain
-        from rlcyclegan.segmentation import (
-            load_segmenter,
-            render_segmentation_set,
-            save_segmenter,
-            train_segmenter,
-        )
+        from rlcyclegan.segmentation import load_segmenter
 
-        c = self.config
-        device = resolve_device(c.device)
-        path = self.run_dir / "segmenter.safetensors"
-        tag = content_key([self.data_path("sim")], {"image_size": c.image_size, "frame_stack": c.frame_stack,
-                                                    "seed": c.seed, "frames": c.segmenter_frames,
-                                                    "steps": c.segmenter_steps})
+        path = self.segmenter_path
         if path.exists() and not self.force:
             try:
-                segmenter, saved_tag = load_segmenter(path, device)
-                if saved_tag == tag:
+                segmenter, saved_tag = load_segmenter(path, resolve_device(self.config.device))
+                if saved_tag == self._segmenter_tag():
                     print(f"[evaluate] segmenter reused from {path}")
                     return segmenter
                 print(f"[evaluate] {path} was trained from other sim rollouts or settings; training it again")
             except ValueError as error:
                 print(f"[evaluate] {error}; training it again")
+        return self.train_segmenter()
+
+    @property
+    def segmenter_path(self) -> Path:
+        return self.run_dir / "segmenter.safetensors"
+
+    def _segmenter_tag(self) -> str:
+        c = self.config
+        return content_key([self.data_path("sim")], {"image_size": c.image_size, "frame_stack": c.frame_stack,
+                                                     "seed": c.seed, "frames": c.segmenter_frames,
+                                                     "steps": c.segmenter_steps})
+
+    def _segmenter_is_current(self) -> bool:
+        """A saved segmenter trained from the current sim rollouts and settings (``force``: never)."""
+        from rlcyclegan.segmentation import read_segmenter_tag
+
+        return (not self.force and self.segmenter_path.exists()
+                and read_segmenter_tag(self.segmenter_path) == self._segmenter_tag())
+
+    def train_segmenter(self) -> SegmentationNet:
+        """Train the segmenter on ``segmenter_frames`` sim states of the run's sim rollouts; saved with its tag."""
+        from rlcyclegan.data.loaders import RolloutDataset
+        from rlcyclegan.device import resolve_device
+        from rlcyclegan.envs import load_domain
+        from rlcyclegan.segmentation import render_segmentation_set, save_segmenter, train_segmenter
+
+        c = self.config
         sim_train = RolloutDataset(self.data_path("sim"), frame_stack=c.frame_stack)
-        rng = np.random.default_rng(c.seed)
-        qpos, _ = sim_train.true_states(sim_train.sample_indices(c.segmenter_frames, rng))
+        qpos, _ = sim_train.true_states(sim_train.sample_indices(c.segmenter_frames, np.random.default_rng(c.seed)))
         images, labels = render_segmentation_set(load_domain("sim"), qpos, c.image_size)
-        segmenter = train_segmenter(images, labels, steps=c.segmenter_steps, seed=c.seed, device=device)
-        save_segmenter(segmenter, path, tag)
+        segmenter = train_segmenter(images, labels, steps=c.segmenter_steps, seed=c.seed,
+                                    device=resolve_device(c.device))
+        save_segmenter(segmenter, self.segmenter_path, self._segmenter_tag())
         return segmenter
 
     def record_videos(self) -> None:

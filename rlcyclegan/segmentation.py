@@ -127,20 +127,32 @@ def save_segmenter(net: SegmentationNet, path: Path, tag: str) -> None:
     os.replace(tmp, path)
 
 
+def _segmenter_header(path: Path) -> dict[str, str] | None:
+    """``path``'s safetensors header if it is a file ``save_segmenter`` wrote, else ``None``."""
+    from rlcyclegan.agents.student import read_safetensors_header
+
+    try:
+        header = read_safetensors_header(path)
+    except ValueError:
+        return None
+    return header if header.get("kind") == SEGMENTER_KIND else None
+
+
+def read_segmenter_tag(path: Path) -> str | None:
+    """The tag ``save_segmenter`` wrote into ``path`` (``None``: not a segmenter file), without loading weights."""
+    header = _segmenter_header(path)
+    return None if header is None else header.get("tag")
+
+
 def load_segmenter(path: Path, device: torch.device | str = "cpu") -> tuple[SegmentationNet, str]:
     """A segmenter written by ``save_segmenter``, in eval mode on ``device``, and its tag.
 
     Raises:
         ValueError: if ``path`` is not such a file (not safetensors, another kind, or other weights).
     """
-    from rlcyclegan.agents.student import read_safetensors_header
-
-    try:
-        header = read_safetensors_header(path)
-    except ValueError:
-        header = {}
-    if header.get("kind") != SEGMENTER_KIND:
-        raise ValueError(f"{path} is not a segmenter file (kind {header.get('kind')!r}, expected {SEGMENTER_KIND!r})")
+    header = _segmenter_header(path)
+    if header is None:
+        raise ValueError(f"{path} is not a segmenter file (expected kind {SEGMENTER_KIND!r})")
     net = SegmentationNet(width=int(header["width"]))
     load_state_dict_checked(net, load_file(str(path)), path)
     return net.to(device).eval(), header["tag"]

@@ -26,7 +26,8 @@ class FrameTranslator:
     Args:
         generator: an ``nn.Module`` mapping float ``(N, 3, H, W)`` in [-1, 1] to the same range.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
-        bf16: run under bfloat16 autocast (fast on CUDA and on CPUs with native bf16).
+        bf16: run under bfloat16 autocast (fast on CUDA; on a CPU with native bf16 it measured slower than fp32
+            for 64x64 frames, see the README).
     """
 
     def __init__(self, generator: torch.nn.Module, device: str = "auto", bf16: bool = False) -> None:

@@ -96,7 +96,7 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     assert "Checkpoints chosen on validation episodes" in (run / "report.md").read_text()
     stages = results["stage_wall_s"]
     assert set(stages) >= {"teacher", "data", "q", "student:sim", "translator:cyclegan", "translator:rlcyclegan",
-                           "translator:oracle", "evaluate"}  # recorded before the evaluation writes the results
+                           "translator:oracle", "segmenter:sim", "evaluate"}  # recorded before the evaluation writes the results
     report = (run / "report.md").read_text()
     assert f"| evaluate | {stages['evaluate']:.0f} |" in report
     assert f"| **total** | **{sum(stages[k] for k in ('teacher', 'data', 'q', 'train', 'select', 'evaluate')):.0f}** |" in report
@@ -345,10 +345,10 @@ def test_returns_table_gives_no_percentage_of_a_reference_indistinguishable_from
     assert rows["real, no adaptation"].endswith("| -1% | - |")
 
 
-def test_train_starts_the_paired_translator_after_the_students(tmp_path: Path, monkeypatch) -> None:
+def test_train_starts_the_paired_translator_after_the_students_and_the_segmenter_last(tmp_path: Path, monkeypatch) -> None:
     started: list[str] = []
     monkeypatch.setattr(Pipeline, "_run_jobs", lambda self, jobs: started.extend(job.name for job in jobs) or {})
     config = load_config(PipelineConfig, tiny_config(tmp_path), ["jobs=2", "dr_policy=true"])
     Pipeline(config, tmp_path / "run", progress=False).stage_train()
     assert started == ["translator:cyclegan", "translator:rlcyclegan", "student:sim", "student:randomized",
-                       "translator:oracle"]
+                       "translator:oracle", "segmenter:sim"]

@@ -14,6 +14,7 @@ from rlcyclegan.envs.model import SEGMENTATION_CLASSES
 from rlcyclegan.segmentation import (
     fcn_score,
     load_segmenter,
+    read_segmenter_tag,
     render_segmentation_set,
     save_segmenter,
     train_segmenter,
@@ -178,6 +179,8 @@ def test_fcn_score_is_near_perfect_on_true_renders_and_poor_on_blank_images(tmp_
     save_segmenter(net, tmp_path / "segmenter.safetensors", tag="some inputs")
     loaded, tag = load_segmenter(tmp_path / "segmenter.safetensors")
     assert tag == "some inputs" and fcn_score(loaded, images[200:], labels[200:]) == held_out
+    assert read_segmenter_tag(tmp_path / "segmenter.safetensors") == "some inputs"
     (tmp_path / "broken.safetensors").write_bytes(b"not weights")
+    assert read_segmenter_tag(tmp_path / "broken.safetensors") is None
     with pytest.raises(ValueError, match="broken.safetensors is not a segmenter"):
         load_segmenter(tmp_path / "broken.safetensors")
