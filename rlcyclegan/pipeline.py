@@ -774,23 +774,24 @@ class Pipeline:
     def segmenter(self) -> SegmentationNet:
         """The FCN-score's segmenter, trained on true ``sim`` renders of the run's sim states, on the run's device.
 
-        It is saved in the run (``segmenter.safetensors``) and reused while the sim rollouts and its settings are
-        unchanged: on one CPU thread its 1,500 steps take 0.5-0.6 s each, most of the translation-quality job,
-        which every new translator runs again (and ``experiments/score_translators.py --quality`` with it).
+        The train stage trains it (``train_segmenter``, beside the translators) into ``segmenter.safetensors``;
+        it is reused while the sim rollouts and its settings are unchanged, and trained here only when missing or
+        stale: on one CPU thread its 1,500 steps take 0.5-0.6 s each, and every new translator's
+        translation-quality job (and ``experiments/score_translators.py --quality``) would pay for them again.
         """
         from rlcyclegan.device import resolve_device
         from rlcyclegan.segmentation import load_segmenter
 
         path = self.segmenter_path
-        if path.exists() and not self.force:
+        if self._segmenter_is_current():
             try:
-                segmenter, saved_tag = load_segmenter(path, resolve_device(self.config.device))
-                if saved_tag == self._segmenter_tag():
-                    print(f"[evaluate] segmenter reused from {path}")
-                    return segmenter
-                print(f"[evaluate] {path} was trained from other sim rollouts or settings; training it again")
-            except ValueError as error:
+                segmenter, _ = load_segmenter(path, resolve_device(self.config.device))
+                print(f"[evaluate] segmenter reused from {path}")
+                return segmenter
+            except ValueError as error:  # its header is right but its weights are not
                 print(f"[evaluate] {error}; training it again")
+        elif path.exists() and not self.force:
+            print(f"[evaluate] {path} is not a segmenter trained from these sim rollouts and settings; training it again")
         return self.train_segmenter()
 
     @property
