@@ -271,8 +271,17 @@ class SpeedConfig:
     """torch intra-op threads on CPU; 0: choose at start between 1 and torch's default by timing a generator step
     (OpenMP threads spin-wait, so on cores shared with other jobs one thread can be several times faster). The
     choice is written to the run's config.yaml, so a resumed run computes with the same thread count."""
+    rechoose_threads_every: int = 0
+    """Iterations between re-choosing the thread count on CPU, between 1 and all the process's cores, by the same
+    timing; 0: never. For jobs that share the cores with others that come and go (the pipeline's train stage):
+    the job that outlives the others takes the cores they free. Thread counts change the order of floating-point
+    sums, so such a run is not bitwise reproducible."""
     deterministic: bool = False
     """Ask cuDNN/torch for reproducible kernels (slower on CUDA; CPU runs are reproducible either way)."""
+
+    def __post_init__(self) -> None:
+        if self.threads < 0 or self.rechoose_threads_every < 0:
+            raise ConfigError("speed.threads and speed.rechoose_threads_every must be >= 0")
 
 
 @dataclass

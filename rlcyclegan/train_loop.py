@@ -180,6 +180,11 @@ def choose_threads(config: TrainConfig, candidates: tuple[int, ...], rounds: int
     return min(best, key=best.__getitem__)
 
 
+def process_cores() -> int:
+    """The cores this process may run on (its affinity where the OS tells it, else all of them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{config.exp_name}__{config.seed}__{int(time.time())}"
 
@@ -289,6 +294,7 @@ def _train(config: TrainConfig, resume: bool, progress: bool, group: ProcessGrou
                disable=not (progress and group.is_main))
     last_saved = latest
     tick, tick_iteration = time.perf_counter(), start
+    rechoose_every = config.speed.rechoose_threads_every if device.type == "cpu" else 0
     try:
         for iteration, (sim_batch, real_batch) in enumerate(batches, start=start):
             done = iteration + 1
@@ -306,6 +312,7 @@ def _train(config: TrainConfig, resume: bool, progress: bool, group: ProcessGrou
                 tick, tick_iteration = now, done
                 metrics["charts/iterations_per_s"] = 1.0 / seconds
                 metrics["charts/images_per_s"] = frames_per_iteration / seconds
+                metrics["charts/threads"] = torch.get_num_threads()
                 for tag, value in metrics.items():
                     writer.add_scalar(tag, value, done)
                 bar.set_postfix({k.split("/")[1]: f"{metrics[k]:.3g}" for k in
@@ -314,6 +321,8 @@ def _train(config: TrainConfig, resume: bool, progress: bool, group: ProcessGrou
                 writer.add_image("charts/translations", trainer.translation_grid(sim_batch.obs, real_batch.obs), done)
             if done % config.checkpoint_every == 0 or done == config.iterations:
                 last_saved = checkpoint(done)
+            if rechoose_every and done % rechoose_every == 0 and done < config.iterations:
+                torch.set_num_threads(choose_threads(config, candidates=(1, process_cores())))
         if group.distributed:
             check_replicas_in_sync(trainer)
     finally:

@@ -22,6 +22,7 @@ from rlcyclegan.data.storage import list_shards, read_episode
 from rlcyclegan.networks import load_generator
 from rlcyclegan.pipeline import (
     PERFECT,
+    RECHOOSE_THREADS_EVERY,
     Condition,
     Job,
     Pipeline,
@@ -346,9 +347,12 @@ def test_returns_table_gives_no_percentage_of_a_reference_indistinguishable_from
 
 
 def test_train_starts_the_paired_translator_after_the_students_and_the_segmenter_last(tmp_path: Path, monkeypatch) -> None:
-    started: list[str] = []
-    monkeypatch.setattr(Pipeline, "_run_jobs", lambda self, jobs: started.extend(job.name for job in jobs) or {})
+    started: list[Job] = []
+    monkeypatch.setattr(Pipeline, "_run_jobs", lambda self, jobs: started.extend(jobs) or {})
     config = load_config(PipelineConfig, tiny_config(tmp_path), ["jobs=2", "dr_policy=true"])
     Pipeline(config, tmp_path / "run", progress=False).stage_train()
-    assert started == ["translator:cyclegan", "translator:rlcyclegan", "student:sim", "student:randomized",
-                       "translator:oracle", "segmenter:sim"]
+    assert [job.name for job in started] == ["translator:cyclegan", "translator:rlcyclegan", "student:sim",
+                                             "student:randomized", "translator:oracle", "segmenter:sim"]
+    # each translator starts on one thread and re-chooses, so the last one running takes the freed core
+    speeds = [job.args[0].speed for job in started if job.name.startswith("translator:")]
+    assert [(s.threads, s.rechoose_threads_every) for s in speeds] == [(1, RECHOOSE_THREADS_EVERY)] * 3

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 import rlcyclegan.trainer as trainer_module
 from rlcyclegan.checkpoint import STATE_FILE, latest_checkpoint
 from rlcyclegan.cli import main
-from rlcyclegan.config import load_config
+from rlcyclegan.config import ConfigError, load_config
 from rlcyclegan.data.collect import CollectConfig, collect
 from rlcyclegan.networks import load_generator
 from rlcyclegan.train_config import TrainConfig
@@ -198,3 +198,25 @@ def test_thread_count_is_chosen_once_recorded_and_restored(rollouts, tmp_path):
     chosen = load_config(TrainConfig, run / "config.yaml").speed.threads
     assert chosen in (1, before)  # a resumed run reads this back and computes with the same thread count
     assert torch.get_num_threads() == before
+
+
+def test_thread_count_is_rechosen_every_n_iterations_when_asked(rollouts, tmp_path, monkeypatch):
+    """The pipeline's jobs re-choose, so the one that outlives the others takes the cores they free."""
+    import rlcyclegan.train_loop as train_loop
+
+    before = torch.get_num_threads()
+    choices = iter([2, 1])
+    calls = []
+
+    def choose(config, candidates, rounds=3):
+        calls.append(candidates)
+        return next(choices)
+
+    monkeypatch.setattr(train_loop, "choose_threads", choose)
+    cfg = config(rollouts, tmp_path / "run", "iterations=6", "log_every=1", "speed.rechoose_threads_every=2")
+    train(cfg, progress=False)
+    assert calls == [(1, train_loop.process_cores())] * 2  # after iterations 2 and 4, not after the last
+    assert _scalars(tmp_path / "run", "charts/threads") == [1, 1, 2, 2, 1, 1]
+    assert torch.get_num_threads() == before
+    with pytest.raises(ConfigError, match="rechoose_threads_every"):
+        config(rollouts, tmp_path / "bad", "speed.rechoose_threads_every=-1")
