@@ -272,10 +272,10 @@ class SpeedConfig:
     (OpenMP threads spin-wait, so on cores shared with other jobs one thread can be several times faster). The
     choice is written to the run's config.yaml, so a resumed run computes with the same thread count."""
     rechoose_threads_every: int = 0
-    """Iterations between re-choosing the thread count on CPU, between 1 and all the process's cores, by the same
-    timing; 0: never. For jobs that share the cores with others that come and go (the pipeline's train stage):
-    the job that outlives the others takes the cores they free. Thread counts change the order of floating-point
-    sums, so such a run is not bitwise reproducible."""
+    """Iterations between re-choosing the thread count on CPU: one per core the other processes left free over
+    those iterations (``rlcyclegan.cpu_cores``; Linux only); 0: never. For jobs that share the cores with others
+    that come and go (the pipeline's train stage): the job that outlives the others takes the cores they free.
+    Thread counts change the order of floating-point sums, so such a run is not bitwise reproducible."""
     deterministic: bool = False
     """Ask cuDNN/torch for reproducible kernels (slower on CUDA; CPU runs are reproducible either way)."""
 

@@ -27,6 +27,7 @@ import yaml
 
 from rlcyclegan.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlcyclegan.config import save_config, to_dict
+from rlcyclegan.cpu_cores import OtherProcessesLoad, process_cores, threads_for
 from rlcyclegan.data.batches import TransitionBatch
 from rlcyclegan.device import resolve_device
 from rlcyclegan.networks import translator_metadata
@@ -180,11 +181,6 @@ def choose_threads(config: TrainConfig, candidates: tuple[int, ...], rounds: int
     return min(best, key=best.__getitem__)
 
 
-def process_cores() -> int:
-    """The cores this process may run on (its affinity where the OS tells it, else all of them)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{config.exp_name}__{config.seed}__{int(time.time())}"
 
@@ -294,7 +290,7 @@ def _train(config: TrainConfig, resume: bool, progress: bool, group: ProcessGrou
                disable=not (progress and group.is_main))
     last_saved = latest
     tick, tick_iteration = time.perf_counter(), start
-    rechoose_every = config.speed.rechoose_threads_every if device.type == "cpu" else 0
+    load = OtherProcessesLoad() if config.speed.rechoose_threads_every and device.type == "cpu" else None
     try:
         for iteration, (sim_batch, real_batch) in enumerate(batches, start=start):
             done = iteration + 1
@@ -321,8 +317,10 @@ def _train(config: TrainConfig, resume: bool, progress: bool, group: ProcessGrou
                 writer.add_image("charts/translations", trainer.translation_grid(sim_batch.obs, real_batch.obs), done)
             if done % config.checkpoint_every == 0 or done == config.iterations:
                 last_saved = checkpoint(done)
-            if rechoose_every and done % rechoose_every == 0 and done < config.iterations:
-                torch.set_num_threads(choose_threads(config, candidates=(1, process_cores())))
+            if load is not None and done % config.speed.rechoose_threads_every == 0 and done < config.iterations:
+                others_busy = load.cores_busy()
+                if others_busy is not None:
+                    torch.set_num_threads(threads_for(process_cores(), others_busy))
         if group.distributed:
             check_replicas_in_sync(trainer)
     finally:

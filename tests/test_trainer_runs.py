@@ -205,17 +205,16 @@ def test_thread_count_is_rechosen_every_n_iterations_when_asked(rollouts, tmp_pa
     import rlcyclegan.train_loop as train_loop
 
     before = torch.get_num_threads()
-    choices = iter([2, 1])
-    calls = []
+    others_busy = iter([0.0, 1.0])  # the neighbour finished, then another one started
 
-    def choose(config, candidates, rounds=3):
-        calls.append(candidates)
-        return next(choices)
+    class Load:
+        def cores_busy(self) -> float:
+            return next(others_busy)
 
-    monkeypatch.setattr(train_loop, "choose_threads", choose)
+    monkeypatch.setattr(train_loop, "OtherProcessesLoad", Load)
+    monkeypatch.setattr(train_loop, "process_cores", lambda: 2)
     cfg = config(rollouts, tmp_path / "run", "iterations=6", "log_every=1", "speed.rechoose_threads_every=2")
-    train(cfg, progress=False)
-    assert calls == [(1, train_loop.process_cores())] * 2  # after iterations 2 and 4, not after the last
+    train(cfg, progress=False)  # re-chooses after iterations 2 and 4, not after the last (a third value would raise)
     assert _scalars(tmp_path / "run", "charts/threads") == [1, 1, 2, 2, 1, 1]
     assert torch.get_num_threads() == before
     with pytest.raises(ConfigError, match="rechoose_threads_every"):
