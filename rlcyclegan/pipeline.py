@@ -67,9 +67,9 @@ EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 RECHOOSE_THREADS_EVERY = 250
 """Iterations between a parallel translator job's thread-count re-choices (``speed.rechoose_threads_every``).
 The train stage's longest job, RL-CycleGAN, outlives the others by minutes (stop 25's quick preset: the last 4
-of its 11, standard: about the last third); re-choosing hands it the cores they free (two threads: 1.5x faster
-than one on stop 25's CPU). Each re-choice times a generator step (0.1-0.2 s), every 27-33 s at the presets'
-speeds."""
+of its 11, standard: about the last third); re-choosing hands it the cores they free (two threads: 1.4-1.5x
+faster than one on stop 25's CPU), judged by the CPU time the others used over the last 250 iterations (27-33
+s at the presets' speeds; see ``rlcyclegan.cpu_cores``)."""
 
 
 @dataclass
@@ -481,7 +481,8 @@ class Pipeline:
                 f"data.sim={self.data_path('sim')}", f"data.real={self.data_path('real')}",
                 f"data.image_size={c.image_size}", f"speed.device={c.device}",
                 f"q.init_sim={self.q_dir / 'sim' / 'q.safetensors'}", f"q.init_real={self.q_dir / 'real' / 'q.safetensors'}",
-                *(["speed.threads=1", f"speed.rechoose_threads_every={RECHOOSE_THREADS_EVERY}"] if parallel else []), *c.translator_overrides, *run.overrides,
+                *(["speed.threads=1", f"speed.rechoose_threads_every={RECHOOSE_THREADS_EVERY}"] if parallel else []),
+                *c.translator_overrides, *run.overrides,
             ]
             if run.paired:
                 overrides += [f"data.paired_real={self.data_path('real_as_sim')}",
