@@ -4,6 +4,8 @@ Layout::
 
     RUN_DIR/checkpoints/step_{n:08d}/
         G_sim2real.safetensors, G_real2sim.safetensors   the translator (``networks.load_generator`` reads these)
+        G_sim2real_ema.safetensors, G_real2sim_ema.safetensors   their moving averages, with ``optim.ema_decay``
+                                                         (then ``translator.json`` names these for deployment)
         translator.json                                  generator kwargs, image size, frame format
         D_real.safetensors, D_sim.safetensors            discriminators
         Q_sim.safetensors, Q_real.safetensors (+ _target) Q-networks in ``save_q`` format (``load_q`` reads them)

@@ -219,8 +219,12 @@ def frames_to_stack(frames: torch.Tensor, frame_stack: int) -> torch.Tensor:
     return frames.reshape(n // frame_stack, c * frame_stack, h, w)  # (B, 3k, H, W)
 
 
-def translator_metadata(generator: GeneratorSpec, image_size: int, frame_stack: int) -> dict[str, Any]:
-    """The ``translator.json`` content: how to rebuild the generators and what frames they expect."""
+def translator_metadata(generator: GeneratorSpec, image_size: int, frame_stack: int, averaged: bool = False
+                        ) -> dict[str, Any]:
+    """The ``translator.json`` content: how to rebuild the generators and what frames they expect.
+
+    ``averaged``: deploy the generators' moving averages (``G_*_ema``, see ``OptimConfig.ema_decay``).
+    """
     return {
         "format_version": TRANSLATOR_FORMAT_VERSION,
         "generator_class": "ResnetGenerator",
@@ -236,7 +240,7 @@ def translator_metadata(generator: GeneratorSpec, image_size: int, frame_stack: 
             "frame_stack": frame_stack,
             "stack_order": "oldest first; translate each frame, then stack",
         },
-        "files": dict(GENERATOR_FILES),
+        "files": {d: f.replace(".safetensors", "_ema.safetensors") if averaged else f for d, f in GENERATOR_FILES.items()},
     }
 
 

@@ -267,7 +267,8 @@ def _train(config: TrainConfig, resume: bool, progress: bool, group: ProcessGrou
         writer.add_text("hyperparameters", "```yaml\n" + hparams + "```", start)
 
     frames_per_iteration = 2 * config.data.batch_size * sim.frame_stack * group.world_size
-    translator = translator_metadata(config.model.generator_spec(), sim.image_size, sim.frame_stack)
+    translator = translator_metadata(config.model.generator_spec(), sim.image_size, sim.frame_stack,
+                                     averaged=config.optim.ema_decay > 0)
 
     def checkpoint(iteration: int) -> Path | None:
         pools = [trainer.pool_state()]

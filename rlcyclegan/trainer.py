@@ -9,7 +9,8 @@ Code names follow roles, with the papers' names (CycleGAN, Zhu et al. 2017; RL-C
 
 1. **Generators** G and F minimise lambda_GAN (L_GAN(G, D_Y) + L_GAN(F, D_X)) + lambda_cycle L_cyc
    + lambda_idt L_idt + lambda_RL-scene L_RL-scene, with D and Q frozen (``requires_grad_(False)``), so the
-   backward pass leaves no gradient in them (a known GAN pitfall; tested).
+   backward pass leaves no gradient in them (a known GAN pitfall; tested). With ``optim.ema_decay`` > 0,
+   their moving averages (what checkpoints deploy) then take a step toward them.
 2. **Discriminators** D_Y and D_X on real images and on pooled, detached fakes from step 1.
 3. **Q-networks** minimise lambda_RL L_RL (TD on their own domain's transitions) and, when
    ``loss.rl_scene_trains_q`` (default, as in the paper, where G, F and Q jointly minimise the full
@@ -27,6 +28,7 @@ Speed without changing the objective: each generator runs on one concatenated ba
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -254,6 +256,11 @@ class RLCycleGANTrainer:
             detach_cycle=self.loss.cycle_mode == "detached",
         )
         self.discriminators = DiscriminatorPair(self.D_real, self.D_sim)
+        # The deployed weights when ``optim.ema_decay`` > 0: frozen copies that only ``_update_averages`` moves.
+        self.averaged_generators: dict[str, nn.Module] = {
+            f"{name}_ema": copy.deepcopy(net).requires_grad_(False)
+            for name, net in (("G_sim2real", self.G_sim2real), ("G_real2sim", self.G_real2sim))
+        } if config.optim.ema_decay > 0 else {}
         self.critics: CriticPair | None = None
         self.Q_sim_target: nn.Module | None = None
         self.Q_real_target: nn.Module | None = None
@@ -423,6 +430,7 @@ class RLCycleGANTrainer:
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         self.opt_G.step()
+        self._update_averages()
 
         # 2. Discriminators D_Y and D_X on real images and pooled, detached fakes (skipped without a GAN term).
         set_requires_grad(self.discriminators, True)
@@ -453,6 +461,16 @@ class RLCycleGANTrainer:
         for scheduler in self.schedulers.values():
             scheduler.step()
         return self._metrics(values)
+
+    @torch.no_grad()
+    def _update_averages(self) -> None:
+        """Move each averaged generator ``1 - ema_decay`` of the way to its trained one (weights only: the
+        generators have no buffers)."""
+        weight = 1.0 - self.config.optim.ema_decay
+        for name, average in self.averaged_generators.items():
+            trained = getattr(self, name.removesuffix("_ema"))
+            for p_average, p in zip(average.parameters(), trained.parameters(), strict=True):
+                p_average.lerp_(p, weight)
 
     def _q_step(self, x_s: torch.Tensor, y_s: torch.Tensor, t: Translations, sim: TransitionBatch,
                 real: TransitionBatch) -> dict[str, torch.Tensor]:
@@ -528,7 +546,7 @@ class RLCycleGANTrainer:
         """Every network with weights, by the name its checkpoint file takes."""
         nets: dict[str, nn.Module] = {
             "G_sim2real": self.G_sim2real, "G_real2sim": self.G_real2sim, "D_real": self.D_real, "D_sim": self.D_sim,
-        }
+        } | self.averaged_generators
         if self.critics is not None:
             nets |= {"Q_sim": self.critics.Q_sim, "Q_real": self.critics.Q_real}
         if self.Q_sim_target is not None and self.Q_real_target is not None:

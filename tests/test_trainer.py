@@ -268,3 +268,24 @@ def test_architecture_fields_cover_the_networks():
     a, b = tiny(), tiny("model.ngf=8")
     assert architecture(a) != architecture(b)
     assert architecture(a) == architecture(dataclasses.replace(a, iterations=99))
+    assert architecture(a) != architecture(tiny("optim.ema_decay=0.999"))  # the averages have files of their own
+
+
+def test_averaged_generators_move_one_minus_the_decay_toward_the_trained_ones(data):
+    trainer = make_trainer(tiny("optim.ema_decay=0.75"))
+    assert set(trainer.averaged_generators) == {"G_sim2real_ema", "G_real2sim_ema"}
+    assert set(trainer.averaged_generators) <= set(trainer.networks())  # checkpoints hold them
+    averaged = {name: params(net) for name, net in trainer.averaged_generators.items()}
+    assert same(averaged["G_real2sim_ema"], params(trainer.G_real2sim))  # they start at the initial weights
+    for i in range(2):
+        trainer.step(*batches(data, i))
+        for name, net in trainer.averaged_generators.items():
+            trained = params(getattr(trainer, name.removesuffix("_ema")))
+            expected = [0.75 * a + 0.25 * p for a, p in zip(averaged[name], trained, strict=True)]
+            assert all(torch.allclose(e, a) for e, a in zip(expected, params(net), strict=True))
+            assert not same(params(net), trained)
+            averaged[name] = params(net)
+            assert all(p.grad is None and not p.requires_grad for p in net.parameters())
+    assert make_trainer(tiny()).averaged_generators == {}
+    with pytest.raises(ConfigError, match="optim.ema_decay must lie in"):
+        tiny("optim.ema_decay=1")

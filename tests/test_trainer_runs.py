@@ -49,9 +49,10 @@ def weights(checkpoint) -> dict[str, torch.Tensor]:
     return {f"{f.stem}.{k}": v for f in sorted(checkpoint.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
 
 
-def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(rollouts, tmp_path):
-    full = train(config(rollouts, tmp_path / "full", "iterations=4", "checkpoint_every=2", "keep_checkpoints=0"),
-                 progress=False)
+@pytest.mark.parametrize("averaged", [[], ["optim.ema_decay=0.5"]], ids=["iterate", "averaged"])
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(rollouts, tmp_path, averaged):
+    full = train(config(rollouts, tmp_path / "full", "iterations=4", "checkpoint_every=2", "keep_checkpoints=0",
+                        *averaged), progress=False)
     # An interruption after iteration 2 leaves exactly this: checkpoint 2 complete, `latest` pointing at it.
     shutil.copytree(full, tmp_path / "cut")
     shutil.rmtree(tmp_path / "cut" / "checkpoints" / "step_00000004")
@@ -100,6 +101,17 @@ def test_checkpoint_layout_serves_deployment_without_training_code(rollouts, tmp
     state = torch.load(ckpt / STATE_FILE, weights_only=True)  # no pickled code
     assert set(state) == {"optimizers", "schedulers", "torch_rng", "pools"}
     assert (run / "config.yaml").is_file() and any((run / "tb").iterdir())
+
+
+def test_an_averaged_run_deploys_the_averaged_generators(rollouts, tmp_path):
+    run = train(config(rollouts, tmp_path / "run", "iterations=2", "optim.ema_decay=0.5"), progress=False)
+    ckpt = latest_checkpoint(run)
+    assert json.loads((ckpt / "translator.json").read_text())["files"] == {
+        "sim2real": "G_sim2real_ema.safetensors", "real2sim": "G_real2sim_ema.safetensors"}
+    deployed = load_generator(run, "real2sim").state_dict()
+    averaged, trained = (load_file(str(ckpt / f"G_real2sim{s}.safetensors")) for s in ("_ema", ""))
+    assert all(torch.equal(deployed[k], averaged[k]) for k in deployed)
+    assert not all(torch.equal(averaged[k], trained[k]) for k in averaged)
 
 
 def test_plain_cyclegan_trains_on_unpaired_image_folders_of_any_size(tmp_path):
