@@ -202,8 +202,7 @@ class OptimConfig:
     """Decay of an exponential moving average of the generators' weights, which checkpoints then deploy in
     place of the last iterate (Yazici et al., ICLR 2019); 0: off. A GAN's iterates keep circling the
     equilibrium, so the average sits nearer it than any one of them; 0.999 averages about 1000 iterations.
-    After n iterations the average still holds ``ema_decay ** n`` of the initial weights (0.999: 14% after
-    2000), so short runs want a smaller decay."""
+    Bias-corrected like Adam's moments, so it holds none of the initial weights, however short the run."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0:

@@ -464,9 +464,14 @@ class RLCycleGANTrainer:
 
     @torch.no_grad()
     def _update_averages(self) -> None:
-        """Move each averaged generator ``1 - ema_decay`` of the way to its trained one (weights only: the
-        generators have no buffers)."""
-        weight = 1.0 - self.config.optim.ema_decay
+        """Move each averaged generator toward its trained one by the bias-corrected weight
+        ``(1 - decay) / (1 - decay ** n)`` at the n-th update (Adam's correction, Kingma & Ba 2015): the average is
+        then the exponentially weighted mean of the iterates alone (the first update copies the iterate), where
+        a plain ``1 - decay`` would keep ``decay ** n`` of the random initial weights (14% after 2000 iterations
+        at 0.999). Weights only: the generators have no buffers."""
+        decay = self.config.optim.ema_decay
+        updates = self.schedulers["generators"].last_epoch + 1  # the schedulers step after this, and resume with the run
+        weight = (1.0 - decay) / (1.0 - decay**updates)
         for name, average in self.averaged_generators.items():
             trained = getattr(self, name.removesuffix("_ema"))
             for p_average, p in zip(average.parameters(), trained.parameters(), strict=True):

@@ -271,19 +271,21 @@ def test_architecture_fields_cover_the_networks():
     assert architecture(a) != architecture(tiny("optim.ema_decay=0.999"))  # the averages have files of their own
 
 
-def test_averaged_generators_move_one_minus_the_decay_toward_the_trained_ones(data):
+def test_averaged_generators_are_the_bias_corrected_average_of_the_iterates(data):
     trainer = make_trainer(tiny("optim.ema_decay=0.75"))
     assert set(trainer.averaged_generators) == {"G_sim2real_ema", "G_real2sim_ema"}
     assert set(trainer.averaged_generators) <= set(trainer.networks())  # checkpoints hold them
     averaged = {name: params(net) for name, net in trainer.averaged_generators.items()}
     assert same(averaged["G_real2sim_ema"], params(trainer.G_real2sim))  # they start at the initial weights
-    for i in range(2):
+    # Update n moves (1 - 0.75) / (1 - 0.75 ** n) of the way: all of it first (nothing of the initial weights
+    # is kept), then 0.25 / 0.4375 = 4/7: the average is 3/7 of the first iterate and 4/7 of the second.
+    for i, weight in enumerate([1.0, 4 / 7]):
         trainer.step(*batches(data, i))
         for name, net in trainer.averaged_generators.items():
             trained = params(getattr(trainer, name.removesuffix("_ema")))
-            expected = [0.75 * a + 0.25 * p for a, p in zip(averaged[name], trained, strict=True)]
+            expected = [(1 - weight) * a + weight * p for a, p in zip(averaged[name], trained, strict=True)]
             assert all(torch.allclose(e, a) for e, a in zip(expected, params(net), strict=True))
-            assert not same(params(net), trained)
+            assert same(params(net), trained) == (weight == 1.0)
             averaged[name] = params(net)
             assert all(p.grad is None and not p.requires_grad for p in net.parameters())
     assert make_trainer(tiny()).averaged_generators == {}
