@@ -19,6 +19,8 @@ from rlcyclegan.checkpoint import checkpoint_iteration, checkpoint_name, latest_
 from rlcyclegan.cli import main
 from rlcyclegan.config import ConfigError, load_config
 from rlcyclegan.data.storage import list_shards, read_episode
+from rlcyclegan.envs import load_domain, make_env
+from rlcyclegan.envs.rendering import PairedRenderer
 from rlcyclegan.networks import load_generator
 from rlcyclegan.pipeline import (
     PERFECT,
@@ -31,6 +33,7 @@ from rlcyclegan.pipeline import (
     preset_path,
     render_returns_table,
 )
+from rlcyclegan.wrappers import FrameTranslator
 
 TINY_POLICY = {
     "teacher": {"algo": "ppo", "total_timesteps": 1024, "eval_every": 1024, "eval_episodes": 1,
@@ -231,6 +234,23 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
         assert drift[domain][str(rl_checkpoint)]["mean_abs_change"] > 0  # its Q-networks trained
     with pytest.raises(SystemExit, match="no Q_sim.safetensors or Q_real.safetensors"):
         q_drift.main(["--run", str(run), "--checkpoints", str(checkpoint)])  # plain CycleGAN: no Q-networks
+
+    # experiments/composite_frames.py: F's cheetah on the true sim background and the other way round
+    composite_frames = experiment_script("composite_frames")
+    translator = FrameTranslator.from_checkpoint(checkpoint, device="cpu")
+    env = make_env("real", image_size=32, frame_stack=3)
+    frames = {part: composite_frames.CompositeTranslation(env, translator, part).reset(seed=3)[0][..., -3:]
+              for part in ("everything", "cheetah", "background")}
+    qpos = env.reset(seed=3)[1]["qpos"]
+    true_sim = PairedRenderer(load_domain("sim"), 32).render(qpos)
+    body = (frames["cheetah"] != true_sim).any(-1)
+    assert 0 < body.mean() < 0.5  # F's pixels only on the cheetah, true sim pixels on most of the frame
+    assert (frames["cheetah"][body] == frames["everything"][body]).all()
+    assert (frames["background"][~body] == frames["everything"][~body]).all()
+    assert (frames["background"][body] == true_sim[body]).all()
+    scores = composite_frames.main(["--student", str(student), "--translators", str(checkpoint), "--episodes", "1",
+                                    "--seeds", "0", "--max-steps", "5"])
+    assert [r["n"] for r in scores[str(checkpoint)].values()] == [1, 1, 1]
 
 
 def test_pipeline_config_errors(tmp_path: Path) -> None:
