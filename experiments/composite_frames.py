@@ -8,8 +8,8 @@ frame) and the true ``sim`` rendering of the same state (which only an evaluatio
 - ``F's background``: the other way round, F's floor and sky around the true sim cheetah.
 
 The body mask is the union of both domains' because the real links are thicker and slightly longer: F has to
-paint over the real body's pixels, and the sim body's are where the policy expects it. So the two composites
-share no pixel and together make F's frame.
+paint over the real body's pixels, and the sim body's are where the policy expects it. So F's pixels in the
+two composites do not overlap, and together they make F's frame.
 
     python experiments/composite_frames.py --student runs/std27/policy/student.safetensors \\
         --translators runs/std27/translators/rlcyclegan/checkpoints/step_00015000 \\
