@@ -19,8 +19,9 @@ two composites do not overlap, and together they make F's frame.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, SupportsFloat
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -29,7 +30,7 @@ from rlcyclegan.agents.policies import load_policy
 from rlcyclegan.envs import load_domain
 from rlcyclegan.envs.model import SEGMENTATION_CLASSES
 from rlcyclegan.envs.rendering import PairedRenderer
-from rlcyclegan.evaluation import condition_returns
+from rlcyclegan.evaluation import PerfectTranslation, condition_returns
 from rlcyclegan.wrappers import FrameTranslator
 
 Part = Literal["everything", "cheetah", "background"]
@@ -37,48 +38,31 @@ PARTS: dict[str, Part] = {"F everywhere": "everything", "F's cheetah": "cheetah"
 BACKGROUND_CLASSES = [SEGMENTATION_CLASSES.index("background"), SEGMENTATION_CLASSES.index("floor")]
 
 
-def composite(translated: np.ndarray, true_sim: np.ndarray, body: np.ndarray, part: Part) -> np.ndarray:
-    """``translated`` where ``part`` says, ``true_sim`` elsewhere; frames ``(H, W, 3)``, ``body`` ``(H, W)`` bool."""
-    if part == "everything":
-        return translated
-    from_translation = body if part == "cheetah" else ~body
-    return np.where(from_translation[..., None], translated, true_sim)
+class CompositeRenderer:
+    """Renders a state as F's translation of its ``real`` rendering (identical to the env's observation), with
+    the true ``sim`` rendering where ``part`` says: a ``StateRenderer`` for :class:`PerfectTranslation`, which
+    stacks the frames like the env."""
 
+    def __init__(self, sim: PairedRenderer, translator: FrameTranslator, part: Part, image_size: int) -> None:
+        self.sim, self.translator, self.part = sim, translator, part
+        self.real = PairedRenderer(load_domain("real"), image_size)
 
-class CompositeTranslation(gym.Wrapper):
-    """Stacks composites of each new real frame's translation and its state's true sim rendering."""
-
-    def __init__(self, env: gym.Env, translator: FrameTranslator, part: Part) -> None:
-        super().__init__(env)
-        shape = env.observation_space.shape
-        assert shape is not None and len(shape) == 3, "CompositeTranslation needs (H, W, 3k) frames"
-        self.sim = PairedRenderer(load_domain("sim"), shape[0])
-        self.real = PairedRenderer(load_domain("real"), shape[0])
-        self.translator, self.part = translator, part
-        self.stack = np.zeros(shape, dtype=np.uint8)
-
-    def frame(self, observation: np.ndarray, qpos: np.ndarray) -> np.ndarray:
-        translated = self.translator(np.ascontiguousarray(observation[None, ..., -3:]))[0]
+    def render(self, qpos: np.ndarray) -> np.ndarray:
+        translated = self.translator(self.real.render(qpos)[None])[0]
         if self.part == "everything":
             return translated
         body = ~np.isin(self.sim.segment(qpos), BACKGROUND_CLASSES) | ~np.isin(self.real.segment(qpos), BACKGROUND_CLASSES)
-        return composite(translated, self.sim.render(qpos), body, self.part)
-
-    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        observation, info = self.env.reset(**kwargs)
-        self.stack[:] = np.tile(self.frame(observation, info["qpos"]), (1, 1, self.stack.shape[-1] // 3))
-        return self.stack.copy(), info
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        observation, reward, terminated, truncated, info = self.env.step(action)
-        self.stack[..., :-3] = self.stack[..., 3:]
-        self.stack[..., -3:] = self.frame(observation, info["qpos"])
-        return self.stack.copy(), reward, terminated, truncated, info
+        from_translation = body if self.part == "cheetah" else ~body
+        return np.where(from_translation[..., None], translated, self.sim.render(qpos))
 
     def close(self) -> None:
         self.sim.close()
         self.real.close()
-        super().close()
+
+
+def composite_translation(translator: FrameTranslator, part: Part, image_size: int) -> Callable[[gym.Env], gym.Env]:
+    """An env wrapper for :func:`condition_returns` that shows the policy ``part`` of F's frames."""
+    return lambda env: PerfectTranslation(env, "sim", lambda sim: CompositeRenderer(sim, translator, part, image_size))
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
@@ -90,13 +74,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     parser.add_argument("--max-steps", type=int, default=1000)
     args = parser.parse_args(argv)
     policy = load_policy(args.student)
+    image_size = policy.observation_space.shape[0]
     print("| translator | " + " | ".join(PARTS) + " |")
     print("|---|" + "---:|" * len(PARTS))
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for checkpoint in args.translators:
         translator = FrameTranslator.from_checkpoint(checkpoint, "real2sim", device="cpu")
         results[str(checkpoint)] = {
-            name: condition_returns(policy, "real", lambda env, t=translator, p=part: CompositeTranslation(env, t, p),
+            name: condition_returns(policy, "real", composite_translation(translator, part, image_size),
                                     args.episodes, args.seeds, args.max_steps)
             for name, part in PARTS.items()
         }

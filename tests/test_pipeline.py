@@ -239,13 +239,15 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     composite_frames = experiment_script("composite_frames")
     translator = FrameTranslator.from_checkpoint(checkpoint, device="cpu")
     env = make_env("real", image_size=32, frame_stack=3)
-    wrappers = {part: composite_frames.CompositeTranslation(env, translator, part)
+    wrappers = {part: composite_frames.composite_translation(translator, part, 32)(env)
                 for part in ("everything", "cheetah", "background")}
     frames = {part: wrapper.reset(seed=3)[0][..., -3:] for part, wrapper in wrappers.items()}
     renderer = PairedRenderer(load_domain("sim"), 32)
-    true_sim = renderer.render(env.reset(seed=3)[1]["qpos"])
+    observation, info = env.reset(seed=3)
+    true_sim = renderer.render(info["qpos"])
     for closable in (renderer, *wrappers.values()):  # the wrappers share one env, which closes more than once
         closable.close()
+    assert (frames["everything"] == translator(observation[None, ..., -3:])[0]).all()  # F of the env's own frame
     body = (frames["cheetah"] != true_sim).any(-1)
     assert 0 < body.mean() < 0.5  # F's pixels only on the cheetah, true sim pixels on most of the frame
     assert (frames["cheetah"][body] == frames["everything"][body]).all()
