@@ -34,6 +34,7 @@ GEOM_PART = {
     "bfoot": "feet",
     "ffoot": "feet",
 }
+FLOOR_GEOM = "floor"
 TORSO_BODY = "torso"
 HIP_BODIES = ("bthigh", "fthigh")
 

@@ -18,7 +18,7 @@ import mujoco
 import numpy as np
 
 from rlcyclegan.config import ConfigError
-from rlcyclegan.envs.model import TORSO_BODY, build_model, geom_class_lookup
+from rlcyclegan.envs.model import FLOOR_GEOM, TORSO_BODY, build_model, geom_class_lookup
 from rlcyclegan.envs.spec import DomainSpec, VisualSpec
 from rlcyclegan.gl import check_backend
 
@@ -89,6 +89,7 @@ class SceneRenderer:
         flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = settings.reflection
         self._camera = make_camera(model, visual)
         self._class_lookup = geom_class_lookup(model)
+        self._floor_geom = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, FLOOR_GEOM)
 
     def _update_scene(self, data: mujoco.MjData) -> None:
         # After mj_step, body poses still describe the state before the last integration; recompute
@@ -98,9 +99,18 @@ class SceneRenderer:
         mujoco.mj_camlight(self.model, data)
         self._renderer.update_scene(data, camera=self._camera)
 
-    def render(self, data: mujoco.MjData, out: np.ndarray | None = None) -> np.ndarray:
-        """An RGB frame ``(H, W, 3)`` uint8 of the state ``data.qpos``, into ``out`` when given."""
+    def render(self, data: mujoco.MjData, out: np.ndarray | None = None, floor_shift: float = 0.0) -> np.ndarray:
+        """An RGB frame ``(H, W, 3)`` uint8 of the state ``data.qpos``, into ``out`` when given.
+
+        ``floor_shift`` moves the floor's pattern along x by that many metres in this frame only. It moves the drawn
+        plane, not the model's, so the physics never sees it.
+        """
         self._update_scene(data)
+        if floor_shift:
+            scene = self._renderer.scene
+            for geom in scene.geoms[:scene.ngeom]:
+                if geom.objtype == mujoco.mjtObj.mjOBJ_GEOM and geom.objid == self._floor_geom:
+                    geom.pos[0] += floor_shift
         return self._renderer.render(out=out)
 
     def segment(self, data: mujoco.MjData) -> np.ndarray:

@@ -70,6 +70,11 @@ class VisualSpec:
     """Follow the torso (True) or look at the start position from a fixed camera (False)."""
     texture_noise: float = 0.0
     """Fraction of floor texels replaced by random colours (0 = clean checkerboard)."""
+    floor_phase_jitter: bool = False
+    """Draw the floor at a random phase in every frame, so that its motion between stacked frames no longer shows
+    the cheetah's speed. A policy that learns from such frames cannot come to depend on the sim floor's motion,
+    which a per-frame translator cannot reproduce from a real frame (README, *A student that cannot read the
+    floor*)."""
 
     def __post_init__(self) -> None:
         for name in ("floor_rgb1", "floor_rgb2", "sky_rgb1", "sky_rgb2"):

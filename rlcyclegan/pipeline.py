@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 import rlcyclegan
-from rlcyclegan.config import ConfigError, load_config, to_dict
+from rlcyclegan.config import ConfigError, load_config, load_yaml, to_dict
 from rlcyclegan.fileio import content_key, read_json_cache, write_json_atomically
 
 if TYPE_CHECKING:
@@ -99,6 +99,11 @@ class PipelineConfig:
     frame_stack: int = 3
     policy_config: Path = EXPERIMENTS / "policy_quick.yaml"
     policy_overrides: list[str] = field(default_factory=list)
+    student_domain: str = "sim"
+    """The domain whose frames the pixel student learns from (a shipped name or a spec file). The teacher, the
+    rollouts, the translators' sim side and the ``sim`` condition stay ``sim``. ``sim_floor_jitter`` draws the sim
+    floor at a random phase in every frame, so that the student cannot read its speed off the floor's motion,
+    which no per-frame translator reproduces from a real frame (README, *A student that cannot read the floor*)."""
     dr_policy: bool = False
     """Also train a student on the randomized domain (condition ``real + domain randomization``)."""
     collect_episodes: int = 16
@@ -146,6 +151,9 @@ class PipelineConfig:
         if max(self.collect_episodes, self.collect_test_episodes, self.check_episodes) >= HELD_OUT_SEED_OFFSET:
             raise ConfigError(f"collect_episodes, collect_test_episodes and check_episodes must stay below "
                               f"{HELD_OUT_SEED_OFFSET}, the seed distance between collections")
+        from rlcyclegan.envs import load_domain
+
+        load_domain(self.student_domain)  # an unknown name or a bad spec file fails here, before any training
         self.policy_config = _existing(self.policy_config)
         self.q_config = _existing(self.q_config)
         for name, run in self.translators.items():
@@ -370,16 +378,42 @@ class Pipeline:
             overrides.append(f"teacher_path={teacher}")
         return load_config(PolicyTrainConfig, c.policy_config, [*overrides, *c.policy_overrides])
 
-    def _student_job(self, domain: str, path: Path, parallel: bool) -> Job:
-        """DAgger of the pixel student in ``domain`` into ``path``'s directory.
+    def _students(self) -> dict[str, tuple[str, Path]]:
+        """The pixel students to train, by name (``sim``; ``randomized`` with ``dr_policy``): domain and weights path."""
+        c = self.config
+        return {"sim": (c.student_domain, self.policy_path),
+                **({"randomized": ("randomized", self.dr_policy_path)} if c.dr_policy else {})}
+
+    def _student_job(self, name: str, parallel: bool) -> Job:
+        """DAgger of the pixel student ``name`` (``_students``).
 
         The sim teacher labels DAgger in every domain: the sim and randomized students then differ only in
         the frames they learned from, which is the comparison the domain-randomization condition makes.
         """
         from rlcyclegan.agents.train_policy import train_policy
 
+        domain, path = self._students()[name]
         config = self._policy_config(domain, path.parent, self.teacher_path, threads=1 if parallel else 0)
-        return Job(f"student:{domain}", train_policy, (config, self.progress and not parallel))
+        return Job(f"student:{name}", train_policy, (config, self.progress and not parallel))
+
+    def _student_is_kept(self, name: str) -> bool:
+        """Whether student ``name`` exists and is reused (not under ``force``).
+
+        Raises:
+            ConfigError: when it was trained in another domain than the config names: it is neither reused as the
+                wrong student nor overwritten.
+        """
+        from rlcyclegan.envs import load_domain
+
+        domain, path = self._students()[name]
+        if self.force or not path.exists():
+            return False
+        config_path = path.parent / "config.yaml"
+        trained_in = load_yaml(config_path).get("domain") if config_path.is_file() else None
+        if trained_in is not None and load_domain(trained_in) != load_domain(domain):
+            raise ConfigError(f"{path} was trained in domain {trained_in!r}, not {domain!r}; choose another run "
+                              "directory, or --force to train it again")
+        return True
 
     def stage_teacher(self) -> None:
         from rlcyclegan.agents.train_policy import train_policy
@@ -427,7 +461,7 @@ class Pipeline:
 
         def work() -> None:
             if c.behaviour_policy == "student" and not self.policy_path.exists():
-                self._run_jobs([self._student_job("sim", self.policy_path, parallel=False)])
+                self._run_jobs([self._student_job("sim", parallel=False)])
             for split, (domain, episodes, seed, max_steps) in plan.items():
                 collect(CollectConfig(
                     out=self.data_path(split), domain=domain, policy=str(self.behaviour_path), episodes=episodes,
@@ -466,11 +500,10 @@ class Pipeline:
         from rlcyclegan.train_loop import train
 
         c = self.config
-        students = {"sim": self.policy_path, **({"randomized": self.dr_policy_path} if c.dr_policy else {})}
-        for domain, path in list(students.items()):
-            if path.exists() and not self.force:
-                print(f"[student:{domain}] outputs exist, skipped (--force redoes it)")
-                del students[domain]
+        students = [name for name in self._students() if not self._student_is_kept(name)]
+        for name in self._students():
+            if name not in students:
+                print(f"[student:{name}] outputs exist, skipped (--force redoes it)")
         parallel = self._parallel(len(c.translators) + len(students))
         progress = self.progress and not parallel
         unpaired: list[tuple[int, Job]] = []  # (iterations, job)
@@ -506,7 +539,7 @@ class Pipeline:
         # the longer jobs leave: with std3's job times, 4,073 s with the oracle started third, about 3,650 s
         # with it last.
         jobs = [job for _, job in sorted(unpaired, key=lambda pair: -pair[0])]  # stable among equal schedules
-        jobs += [self._student_job(domain, path, parallel) for domain, path in students.items()]
+        jobs += [self._student_job(name, parallel) for name in students]
         jobs += [job for _, job in paired]
         if jobs and not self._segmenter_is_current():
             # the FCN-score's segmenter needs only the sim rollouts: trained here, in the time the other core

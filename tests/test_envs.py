@@ -114,6 +114,27 @@ def test_segmentation_labels_exactly_the_cheetah_pixels_and_the_floor() -> None:
     assert {"background", "floor", "torso", "thighs", "shins", "feet"} <= present
 
 
+def test_floor_phase_jitter_moves_only_the_floor_and_keeps_the_states() -> None:
+    plain = make_env("sim", image_size=SIZE)
+    jittered = make_env("sim_floor_jitter", image_size=SIZE)
+    plain_frames = rollout_frames(plain, seed=5, steps=4)
+    jittered_frames = rollout_frames(jittered, seed=5, steps=4)
+    np.testing.assert_array_equal(plain.unwrapped.data.qpos, jittered.unwrapped.data.qpos)  # same states
+    classes = jittered.unwrapped.segment()
+    floor = classes == SEGMENTATION_CLASSES.index("floor")
+    newest_plain, newest_jittered = plain_frames[-1][..., -3:], jittered_frames[-1][..., -3:]
+    # The cheetah and the sky are drawn as without jitter; the floor's pattern has moved.
+    reflected = floor | (classes >= SEGMENTATION_CLASSES.index("torso"))
+    np.testing.assert_array_equal(newest_plain[~reflected], newest_jittered[~reflected])
+    assert np.abs(newest_plain[floor].astype(int) - newest_jittered[floor]).mean() > 5
+    # and it moves anew in every frame: consecutive floors differ far more than without jitter
+    def floor_change(frames: list[np.ndarray]) -> float:
+        return float(np.mean([np.abs(a[..., -3:][floor].astype(int) - b[..., -3:][floor]).mean()
+                              for a, b in zip(frames[1:-1], frames[2:], strict=True)]))
+    assert floor_change(jittered_frames) > 3 * floor_change(plain_frames)
+    np.testing.assert_array_equal(rollout_frames(jittered, seed=5, steps=4)[-1], jittered_frames[-1])  # seeded
+
+
 def test_randomized_domain_is_seeded_and_varies() -> None:
     env = make_env("randomized", image_size=SIZE)
     env.reset(seed=11)
@@ -133,7 +154,7 @@ def test_pickled_env_keeps_its_domain() -> None:
     np.testing.assert_array_equal(obs_a, obs_b)
 
 
-@pytest.mark.parametrize("name", ["sim", "real", "randomized"])
+@pytest.mark.parametrize("name", ["sim", "real", "randomized", "sim_floor_jitter"])
 def test_spec_files_round_trip(name: str, tmp_path) -> None:
     domain = load_domain(name)
     save_domain(domain, tmp_path / "spec.yaml")

@@ -61,7 +61,7 @@ def tiny_config(tmp_path: Path) -> Path:
     (tmp_path / "policy.yaml").write_text(yaml.safe_dump(TINY_POLICY))
     (tmp_path / "q.yaml").write_text(yaml.safe_dump(TINY_Q))
     config = {
-        "preset": "tiny", "image_size": 32, "frame_stack": 3, "workers": 1,
+        "preset": "tiny", "image_size": 32, "frame_stack": 3, "workers": 1, "student_domain": "sim_floor_jitter",
         "policy_config": str(tmp_path / "policy.yaml"), "q_config": str(tmp_path / "q.yaml"),
         "collect_episodes": 3, "collect_test_episodes": 2, "collect_max_steps": 30, "collect_noise": 0.3,
         "check_episodes": 1, "check_max_steps": 35,
@@ -104,7 +104,8 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     report = (run / "report.md").read_text()
     assert f"| evaluate | {stages['evaluate']:.0f} |" in report
     assert f"| **total** | **{sum(stages[k] for k in ('teacher', 'data', 'q', 'train', 'select', 'evaluate')):.0f}** |" in report
-    # the teacher stage trains the teacher only; the student is a job of `train`
+    # the teacher stage trains the teacher only; the student is a job of `train`, in the config's student_domain
+    assert yaml.safe_load((run / "policy" / "config.yaml").read_text())["domain"] == "sim_floor_jitter"
     assert (run / "teacher" / "teacher.zip").is_file() and not (run / "teacher" / "student.safetensors").exists()
     assert results["versions"]["rlcyclegan"]
     assert report.startswith("# rlcyclegan pipeline report")
@@ -359,6 +360,31 @@ def test_a_reused_student_s_teacher_is_used_until_the_run_trains_its_own(tmp_pat
     assert pipeline.teacher_path == tmp_path / "run" / "teacher" / "teacher.zip"
 
 
+def test_the_student_learns_in_student_domain_and_one_from_another_domain_is_neither_reused_nor_overwritten(
+        tmp_path: Path, monkeypatch) -> None:
+    started: list[Job] = []
+    monkeypatch.setattr(Pipeline, "_run_jobs", lambda self, jobs: started.extend(jobs) or {})
+    config_path = tiny_config(tmp_path)
+    jittered = load_config(PipelineConfig, config_path)  # the tiny config's student_domain: sim_floor_jitter
+    Pipeline(jittered, tmp_path / "run", progress=False).stage_train()
+    students = {job.name: job.args[0].domain for job in started if job.name.startswith("student:")}
+    assert students == {"student:sim": "sim_floor_jitter"}
+    # a student already trained in plain `sim`
+    policy = tmp_path / "run" / "policy"
+    policy.mkdir(parents=True)
+    (policy / "student.safetensors").write_bytes(b"weights")
+    (policy / "config.yaml").write_text(yaml.safe_dump({"domain": "sim"}))
+    started.clear()
+    with pytest.raises(ConfigError, match="trained in domain 'sim', not 'sim_floor_jitter'"):
+        Pipeline(jittered, tmp_path / "run", progress=False).stage_train()
+    assert (policy / "student.safetensors").read_bytes() == b"weights" and not started
+    plain = load_config(PipelineConfig, config_path, ["student_domain=envs/domains/sim.yaml"])  # the same domain by path
+    Pipeline(plain, tmp_path / "run", progress=False).stage_train()
+    assert not [job for job in started if job.name.startswith("student:")]
+    with pytest.raises(ConfigError, match="unknown domain 'simm'"):
+        load_config(PipelineConfig, config_path, ["student_domain=simm"])
+
+
 def test_returns_table_gives_no_percentage_of_a_reference_indistinguishable_from_zero() -> None:
     def condition(mean: float, low: float, high: float) -> dict:
         return {"mean": mean, "std": 1.0, "ci95": [low, high], "n": 6}
@@ -378,6 +404,7 @@ def test_train_starts_the_paired_translator_after_the_students_and_the_segmenter
     Pipeline(config, tmp_path / "run", progress=False).stage_train()
     assert [job.name for job in started] == ["translator:cyclegan", "translator:rlcyclegan", "student:sim",
                                              "student:randomized", "translator:oracle", "segmenter:sim"]
+    assert [job.args[0].domain for job in started if job.name.startswith("student:")] == ["sim_floor_jitter", "randomized"]
     # each translator starts on one thread and re-chooses, so the last one running takes the freed core
     speeds = [job.args[0].speed for job in started if job.name.startswith("translator:")]
     assert [(s.threads, s.rechoose_threads_every) for s in speeds] == [(1, RECHOOSE_THREADS_EVERY)] * 3
