@@ -763,8 +763,9 @@ class Pipeline:
         policy_summary = self.policy_path.parent / "summary.json"
         if policy_summary.exists():
             summary = json.loads(policy_summary.read_text())
-            results["policy"] = {k: summary.get(k) for k in ("teacher_return", "student_return", "student_over_teacher",
-                                                             "total_wall_s", "peak_memory_mb")}
+            results["policy"] = {"student_domain": c.student_domain,
+                                 **{k: summary.get(k) for k in ("teacher_return", "student_return", "student_over_teacher",
+                                                                "total_wall_s", "peak_memory_mb")}}
         results["stage_wall_s"] = json.loads(self._times_path.read_text()) if self._times_path.exists() else {}
         results["config"] = to_dict(c)
         results["versions"] = _versions()
@@ -959,7 +960,7 @@ def render_report(results: dict[str, Any], run_dir: Path) -> str:
     if "q_networks" in results:
         lines += ["## Pixel Q-networks", "", "```", json.dumps(results["q_networks"], indent=2), "```", ""]
     if "policy" in results:
-        lines += ["## Policy (teacher and DAgger student, in sim)", "", "```", json.dumps(results["policy"], indent=2),
+        lines += ["## Policy (teacher and DAgger student, in the student's training domain)", "", "```", json.dumps(results["policy"], indent=2),
                   "```", ""]
     stages = results["stage_wall_s"]
     lines += ["## Wall time per stage (s)", "", "Jobs (`stage:name`) ran inside their stage, "

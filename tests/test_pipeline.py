@@ -106,6 +106,7 @@ def test_tiny_pipeline_runs_end_to_end_and_skips_finished_stages(tmp_path: Path,
     assert f"| **total** | **{sum(stages[k] for k in ('teacher', 'data', 'q', 'train', 'select', 'evaluate')):.0f}** |" in report
     # the teacher stage trains the teacher only; the student is a job of `train`, in the config's student_domain
     assert yaml.safe_load((run / "policy" / "config.yaml").read_text())["domain"] == "sim_floor_jitter"
+    assert results["policy"]["student_domain"] == "sim_floor_jitter"
     assert (run / "teacher" / "teacher.zip").is_file() and not (run / "teacher" / "student.safetensors").exists()
     assert results["versions"]["rlcyclegan"]
     assert report.startswith("# rlcyclegan pipeline report")
