@@ -763,7 +763,8 @@ class Pipeline:
         policy_summary = self.policy_path.parent / "summary.json"
         if policy_summary.exists():
             summary = json.loads(policy_summary.read_text())
-            results["policy"] = {"student_domain": c.student_domain,
+            trained = self.policy_path.parent / "config.yaml"  # the student's own record: a reused one may predate the config
+            results["policy"] = {"student_domain": load_yaml(trained).get("domain") if trained.is_file() else None,
                                  **{k: summary.get(k) for k in ("teacher_return", "student_return", "student_over_teacher",
                                                                 "total_wall_s", "peak_memory_mb")}}
         results["stage_wall_s"] = json.loads(self._times_path.read_text()) if self._times_path.exists() else {}
