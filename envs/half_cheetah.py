@@ -13,7 +13,7 @@ from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
 
 from rlcyclegan.config import ConfigError
-from rlcyclegan.envs.model import CHECKER_SQUARES_PER_TILE, STOCK_XML, build_model
+from rlcyclegan.envs.model import STOCK_XML, build_model
 from rlcyclegan.envs.rendering import RenderSettings, SceneRenderer
 from rlcyclegan.envs.spec import Domain, DomainSpec, RandomizedDomain, load_domain
 
@@ -88,7 +88,6 @@ class PixelHalfCheetahEnv(HalfCheetahEnv):
             self, domain, image_size, frame_stack, obs_type, render_settings, render_mode, **half_cheetah_kwargs
         )
         self._frame = np.zeros((image_size, image_size, 3), dtype=np.uint8)
-        self._floor_rng = np.random.default_rng(0)  # reseeded from the env's seed at every reset
         self._frames = np.zeros((image_size, image_size, 3 * frame_stack), dtype=np.uint8)
         if obs_type == "pixels":
             self.observation_space = spaces.Box(0, 255, self._frames.shape, dtype=np.uint8)
@@ -119,11 +118,7 @@ class PixelHalfCheetahEnv(HalfCheetahEnv):
 
     def _render_into_stack(self, reset: bool) -> None:
         """Render the current state as the newest frame; on reset fill the whole stack with it."""
-        shift = 0.0
-        visual = self.current_spec.visual
-        if visual.floor_phase_jitter:  # anywhere in the pattern's period: two squares
-            shift = float(self._floor_rng.uniform(0.0, CHECKER_SQUARES_PER_TILE * visual.checker_size))
-        frame = self.scene.render(self.data, out=self._frame, floor_shift=shift)
+        frame = self.scene.render(self.data, out=self._frame)
         if reset:
             self._frames[:] = np.tile(frame, self.frame_stack)
         else:
@@ -150,7 +145,7 @@ class PixelHalfCheetahEnv(HalfCheetahEnv):
         state = self.reset_model()
         if self.current_spec.visual.floor_phase_jitter:
             # a stream of its own: the reset states stay those of the same seed without jitter
-            self._floor_rng = np.random.default_rng(int(self.np_random.integers(2**63)))
+            self.scene.floor_rng = np.random.default_rng(int(self.np_random.integers(2**63)))
         return self._pixel_obs(state, reset=True), self._true_state(self._get_reset_info())
 
     def step(self, action: np.ndarray):  # type: ignore[override]

@@ -18,7 +18,13 @@ import mujoco
 import numpy as np
 
 from rlcyclegan.config import ConfigError
-from rlcyclegan.envs.model import FLOOR_GEOM, TORSO_BODY, build_model, geom_class_lookup
+from rlcyclegan.envs.model import (
+    CHECKER_SQUARES_PER_TILE,
+    FLOOR_GEOM,
+    TORSO_BODY,
+    build_model,
+    geom_class_lookup,
+)
 from rlcyclegan.envs.spec import DomainSpec, VisualSpec
 from rlcyclegan.gl import check_backend
 
@@ -90,6 +96,8 @@ class SceneRenderer:
         self._camera = make_camera(model, visual)
         self._class_lookup = geom_class_lookup(model)
         self._floor_geom = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, FLOOR_GEOM)
+        self._floor_period = CHECKER_SQUARES_PER_TILE * visual.checker_size if visual.floor_phase_jitter else 0.0
+        self.floor_rng = np.random.default_rng(0)  # the jittered floor's phases; the env reseeds it at every reset
 
     def _update_scene(self, data: mujoco.MjData) -> None:
         # After mj_step, body poses still describe the state before the last integration; recompute
@@ -99,18 +107,19 @@ class SceneRenderer:
         mujoco.mj_camlight(self.model, data)
         self._renderer.update_scene(data, camera=self._camera)
 
-    def render(self, data: mujoco.MjData, out: np.ndarray | None = None, floor_shift: float = 0.0) -> np.ndarray:
+    def render(self, data: mujoco.MjData, out: np.ndarray | None = None) -> np.ndarray:
         """An RGB frame ``(H, W, 3)`` uint8 of the state ``data.qpos``, into ``out`` when given.
 
-        ``floor_shift`` moves the floor's pattern along x by that many metres in this frame only. It moves the drawn
-        plane, not the model's, so the physics never sees it.
+        With ``floor_phase_jitter`` the floor's pattern is moved along x to a random phase in this frame only. It
+        moves the drawn plane, not the model's, so the physics never sees it.
         """
         self._update_scene(data)
-        if floor_shift:
+        if self._floor_period:
+            shift = self.floor_rng.uniform(0.0, self._floor_period)
             scene = self._renderer.scene
             for geom in scene.geoms[:scene.ngeom]:
                 if geom.objtype == mujoco.mjtObj.mjOBJ_GEOM and geom.objid == self._floor_geom:
-                    geom.pos[0] += floor_shift
+                    geom.pos[0] += shift
         return self._renderer.render(out=out)
 
     def segment(self, data: mujoco.MjData) -> np.ndarray:

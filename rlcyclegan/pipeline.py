@@ -500,10 +500,12 @@ class Pipeline:
         from rlcyclegan.train_loop import train
 
         c = self.config
-        students = [name for name in self._students() if not self._student_is_kept(name)]
+        students = []
         for name in self._students():
-            if name not in students:
+            if self._student_is_kept(name):
                 print(f"[student:{name}] outputs exist, skipped (--force redoes it)")
+            else:
+                students.append(name)
         parallel = self._parallel(len(c.translators) + len(students))
         progress = self.progress and not parallel
         unpaired: list[tuple[int, Job]] = []  # (iterations, job)
