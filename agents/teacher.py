@@ -190,10 +190,12 @@ class ActionNoise(gym.ActionWrapper):
 
 
 def evaluate_teacher(teacher: Teacher, domain: str, episodes: int, seed: int, max_episode_steps: int = 1000,
-                     action_noise: float = 0.0) -> np.ndarray:
+                     action_noise: float = 0.0, on_episode_end: Callable[[gym.Env], None] | None = None
+                     ) -> np.ndarray:
     """Undiscounted returns of ``episodes`` deterministic episodes on the state observations of ``domain``.
 
     ``action_noise > 0`` measures robustness instead: the executed actions are perturbed (``ActionNoise``).
+    ``on_episode_end`` gets the env after each episode, before the next reset, to read where it ended.
     """
     from rlcyclegan.envs import make_env
 
@@ -208,6 +210,8 @@ def evaluate_teacher(teacher: Teacher, domain: str, episodes: int, seed: int, ma
             state, reward, terminated, truncated, _ = env.step(teacher.act(state))
             returns[i] += reward
             done = terminated or truncated
+        if on_episode_end is not None:
+            on_episode_end(env)
     env.close()
     return returns
 

@@ -20,11 +20,14 @@ from rlcyclegan.agents import (
 from rlcyclegan.agents.dagger import (
     DAggerConfig,
     FrameStackBuffer,
+    RolloutState,
+    collect,
     imitation_loss,
     random_shift,
     train_dagger,
 )
 from rlcyclegan.agents.evaluation import evaluate_policy, student_t_quantile, summarize
+from rlcyclegan.agents.teacher import evaluate_teacher
 from rlcyclegan.envs import make_env
 
 SIZE = 32
@@ -62,6 +65,18 @@ class RecordObservations(gym.Wrapper):
         obs, *rest = self.env.step(action)
         self.observations.append(obs)
         return (obs, *rest)
+
+
+class RecordActions(gym.Wrapper):
+    """Keeps every action the wrapped env executes, in order."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.actions: list[np.ndarray] = []
+
+    def step(self, action):
+        self.actions.append(np.array(action))
+        return self.env.step(action)
 
 
 def tiny_student(env: gym.Env, seed: int = 0) -> PixelStudentPolicy:
@@ -118,6 +133,40 @@ def test_dagger_aggregates_labelled_states_and_reduces_imitation_loss() -> None:
     all_indices = np.arange(60)
     assert imitation_loss(student, buffer, all_indices) < 0.7 * imitation_loss(untrained, buffer, all_indices)
     assert history[1].train_loss < history[0].onpolicy_loss
+
+
+def test_dagger_noise_perturbs_the_executed_actions_and_leaves_the_labels_clean() -> None:
+    def teacher_rollout(noise: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        env = RecordActions(make_env("sim", image_size=SIZE, max_episode_steps=STEPS))
+        teacher, buffer = LinearTeacher(), FrameStackBuffer(30, SIZE, 3, 6)
+        collect(env, tiny_student(env), teacher, 30, beta=1.0, action_noise=noise, buffer=buffer,
+                rollout=RolloutState(), rng=np.random.default_rng(0), seed=0)
+        teacher_actions = np.tanh(np.stack(teacher.seen) @ teacher.weights)
+        return buffer.labels[:30], teacher_actions, np.stack(env.actions)
+
+    labels, clean_actions, executed = teacher_rollout(0.0)
+    np.testing.assert_allclose(executed, clean_actions, atol=1e-6)  # no noise: the label is what runs
+    labels, teacher_actions, executed = teacher_rollout(0.1)
+    np.testing.assert_allclose(labels, teacher_actions, atol=1e-6)  # the visited states' clean labels
+    assert not np.allclose(teacher_actions, clean_actions, atol=1e-3)  # the noise moved the cheetah
+    assert np.all(np.abs(executed) <= 1.0)
+    assert 0.07 < np.std(executed - teacher_actions) < 0.13
+
+
+def test_evaluate_teacher_returns_each_episode_and_shows_where_it_ended() -> None:
+    teacher, ends = LinearTeacher(), []
+    returns = evaluate_teacher(teacher, "sim", 2, seed=7, max_episode_steps=STEPS,
+                               on_episode_end=lambda env: ends.append(env.unwrapped.data.qpos.copy()))
+    env = make_env("sim", obs_type="state", max_episode_steps=STEPS)
+    for i in range(2):  # the same episodes by hand
+        state, _ = env.reset(seed=7 + i)
+        total, done = 0.0, False
+        while not done:
+            state, reward, terminated, truncated, _ = env.step(teacher.act(state))
+            total, done = total + reward, terminated or truncated
+        assert returns[i] == pytest.approx(total)
+        np.testing.assert_allclose(ends[i], env.unwrapped.data.qpos)
+    assert len(ends) == 2 and not np.allclose(ends[0], ends[1])
 
 
 def test_dagger_ends_with_the_iterate_that_validated_best() -> None:
