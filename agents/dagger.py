@@ -24,9 +24,9 @@ Frames are stored once per step (uint8, newest frame only) and the stacks are re
 of the memory of storing ``(H, W, 3k)`` stacks.
 
 ``action_noise`` perturbs the executed actions while the labels stay clean (DART, Laskey et al. 2017), so
-the student also sees states off its own path, with the teacher's actions there. The standard budget sets
-0.2: its seed-0 student then did better in ``real``, whose physics differ, though worse in ``sim`` (README,
-*Noise in DAgger's rollouts*; ``experiments/nose_up_trap.py``).
+the student also sees states off its own path, with the teacher's actions there. Both budgets set 0.2:
+the standard seed-0 student then did better in ``real``, whose physics differ, though worse in ``sim``
+(README, *Noise in DAgger's rollouts*; ``experiments/nose_up_trap.py``).
 
 ``shift_pad`` trains on randomly shifted stacks (DrQ's augmentation, Kostrikov et al. 2021), meant to make
 the student less sensitive to a translator's small errors. Off by default: over two seeds it helped neither

@@ -1,7 +1,7 @@
 """Where a pixel student's return goes: the nose-up trap, and how close the teacher's gait runs to it.
 
-The standard seed-0 student's poor episodes (a few hundred against 4,500) all end the same way: the torso
-pitched up about 1.1 rad, the cheetah standing still. The teacher, handed control there, does not get it
+The standard seed-0 student's stalled episodes all end the same way: the torso pitched up about 1.1 rad,
+the cheetah standing still. The teacher, handed control there, does not get it
 moving either, so DAgger's labels in the trap teach nothing; what matters is how often the student's small
 errors carry it in. This script measures both sides of that:
 
@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import yaml
 
-from rlcyclegan.agents.policies import load_policy
-from rlcyclegan.agents.teacher import evaluate_teacher, load_teacher, state_observation
+from rlcyclegan.agents.policies import PixelPolicy, load_policy
+from rlcyclegan.agents.teacher import Teacher, evaluate_teacher, load_teacher, state_observation
 from rlcyclegan.envs import make_env
 
 NOSE_UP = 0.9
@@ -33,7 +34,7 @@ STALL_WINDOW = 30
 HANDOVER_STEPS = 300
 
 
-def teacher_under_noise(teacher, domain: str, noise: float, episodes: int, seed: int) -> tuple[np.ndarray, int]:
+def teacher_under_noise(teacher: Teacher, domain: str, noise: float, episodes: int, seed: int) -> tuple[np.ndarray, int]:
     """Returns of the teacher's deterministic episodes with noisy executed actions; episodes ending nose-up."""
     pitches = []
     returns = evaluate_teacher(teacher, domain, episodes, seed, 1000, noise,
@@ -41,7 +42,7 @@ def teacher_under_noise(teacher, domain: str, noise: float, episodes: int, seed:
     return returns, int(np.sum(np.array(pitches) > NOSE_UP))
 
 
-def student_episode(student, teacher, env, seed: int) -> str:
+def student_episode(student: PixelPolicy, teacher: Teacher, env: gym.Env, seed: int) -> str:
     """One student episode; at its first stall the teacher takes over for ``HANDOVER_STEPS`` steps."""
     obs, _ = env.reset(seed=seed)
     episode_return, speeds = 0.0, []

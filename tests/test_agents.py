@@ -144,7 +144,7 @@ def test_dagger_noise_perturbs_the_executed_actions_and_leaves_the_labels_clean(
         teacher_actions = np.tanh(np.stack(teacher.seen) @ teacher.weights)
         return buffer.labels[:30], teacher_actions, np.stack(env.actions)
 
-    labels, clean_actions, executed = teacher_rollout(0.0)
+    _, clean_actions, executed = teacher_rollout(0.0)
     np.testing.assert_allclose(executed, clean_actions, atol=1e-6)  # no noise: the label is what runs
     labels, teacher_actions, executed = teacher_rollout(0.1)
     np.testing.assert_allclose(labels, teacher_actions, atol=1e-6)  # the visited states' clean labels
