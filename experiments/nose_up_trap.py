@@ -1,9 +1,8 @@
 """Where a pixel student's return goes: the nose-up trap, and how close the teacher's gait runs to it.
 
 The standard seed-0 student's stalled episodes all end the same way: the torso pitched up about 1.1 rad,
-the cheetah standing still. The teacher, handed control there, does not get it
-moving either, so DAgger's labels in the trap teach nothing; what matters is how often the student's small
-errors carry it in. This script measures both sides of that:
+the cheetah standing still. The teacher, handed control there, does not get it moving either, so DAgger's
+labels in the trap teach nothing; what matters is how often the student's small errors carry it in. This script measures both sides of that:
 
 1. the teacher alone, on the true state, under Gaussian action noise of each std, in each domain: return
    and how many episodes end nose-up (how close its gait runs to the trap);
@@ -20,10 +19,10 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import yaml
 
 from rlcyclegan.agents.policies import PixelPolicy, load_policy
 from rlcyclegan.agents.teacher import Teacher, evaluate_teacher, load_teacher, state_observation
+from rlcyclegan.config import load_yaml
 from rlcyclegan.envs import make_env
 
 NOSE_UP = 0.9
@@ -79,7 +78,7 @@ def main() -> None:
             print(f"  {domain:5s} noise {noise:.2f}: return {returns.mean():6.0f} (min {returns.min():6.0f}), "
                   f"nose-up at the end in {nose_up}/{args.episodes}")
     student_dir = args.run / "policy"
-    domain = yaml.safe_load((student_dir / "config.yaml").read_text())["domain"]
+    domain = load_yaml(student_dir / "config.yaml")["domain"]
     student = load_policy(student_dir / "student.safetensors", device="cpu")
     height, _, channels = student.observation_space.shape
     env = make_env(domain, image_size=height, frame_stack=channels // 3,
