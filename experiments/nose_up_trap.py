@@ -2,7 +2,8 @@
 
 The standard seed-0 student's stalled episodes all end the same way: the torso pitched up about 1.1 rad,
 the cheetah standing still. The teacher, handed control there, does not get it moving either, so DAgger's
-labels in the trap teach nothing; what matters is how often the student's small errors carry it in. This script measures both sides of that:
+labels in the trap teach nothing; what matters is how often the student's small errors carry it in. This
+script measures both sides of that:
 
 1. the teacher alone, on the true state, under Gaussian action noise of each std, in each domain: return
    and how many episodes end nose-up (how close its gait runs to the trap);
@@ -33,7 +34,8 @@ STALL_WINDOW = 30
 HANDOVER_STEPS = 300
 
 
-def teacher_under_noise(teacher: Teacher, domain: str, noise: float, episodes: int, seed: int) -> tuple[np.ndarray, int]:
+def teacher_under_noise(teacher: Teacher, domain: str, noise: float, episodes: int,
+                        seed: int) -> tuple[np.ndarray, int]:
     """Returns of the teacher's deterministic episodes with noisy executed actions; episodes ending nose-up."""
     pitches = []
     returns = evaluate_teacher(teacher, domain, episodes, seed, 1000, noise,
@@ -59,8 +61,8 @@ def student_episode(student: PixelPolicy, teacher: Teacher, env: gym.Env, seed: 
     for _ in range(HANDOVER_STEPS):
         env.step(teacher.act(state_observation(env)))
         handed.append(env.unwrapped.data.qvel[0])
-    return (f"stalled at step {step} (return so far {episode_return:6.0f}), pitch {pitch:+.2f} rad; the teacher "
-            f"then: mean speed {np.mean(handed[-100:]):.2f} m/s over its last 100 of {HANDOVER_STEPS} steps")
+    return (f"stalled at step {step} (return so far {episode_return:6.0f}), pitch {pitch:+.2f} rad; "
+            f"the teacher then: mean speed {np.mean(handed[-100:]):.2f} m/s over its last 100 of {HANDOVER_STEPS} steps")
 
 
 def main() -> None:
