@@ -62,7 +62,8 @@ def student_episode(student: PixelPolicy, teacher: Teacher, env: gym.Env, seed: 
         env.step(teacher.act(state_observation(env)))
         handed.append(env.unwrapped.data.qvel[0])
     return (f"stalled at step {step} (return so far {episode_return:6.0f}), pitch {pitch:+.2f} rad; "
-            f"the teacher then: mean speed {np.mean(handed[-100:]):.2f} m/s over its last 100 of {HANDOVER_STEPS} steps")
+            f"the teacher then: mean speed {np.mean(handed[-100:]):.2f} m/s "
+            f"over its last 100 of {HANDOVER_STEPS} steps")
 
 
 def main() -> None:
